@@ -1,0 +1,183 @@
+"""One pyarrow schema per stage boundary.
+
+Writers pass the schema explicitly (``write_table``); readers check it (``read_table``) and
+fail loudly with ``ContractError`` instead of letting an inferred schema drift.
+
+Row outcomes: every input row ends in exactly one of ``OUTCOMES``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from kbflow.errors import ContractError
+
+OUTCOMES = ("indexed", "duplicate", "stale", "unpublished", "quarantined")
+
+_str = pa.string()
+_strs = pa.list_(pa.string())
+
+#: One parsed input row. ``row_id`` is the row's ordinal in the snapshot (0..n-1, stable for
+#: a given export); ``source_file``/``source_line`` say where it came from; unknown columns
+#: go to ``metadata`` as a JSON object string.
+RAW_ROW = pa.schema(
+    [
+        ("row_id", pa.int64()),
+        ("source_file", _str),
+        ("source_line", pa.int64()),
+        ("id", _str),
+        ("title", _str),
+        ("answer", _str),
+        ("similar_questions", _strs),
+        ("category", _str),
+        ("tags", _strs),
+        ("status", _str),
+        ("updated_at", _str),
+        ("effective_from", _str),
+        ("expires_at", _str),
+        ("lang", _str),
+        ("metadata", _str),
+    ]
+)
+
+#: A row that could not be used, with the check that failed. ``raw`` is the row as JSON.
+QUARANTINE_ROW = pa.schema(
+    [
+        ("row_id", pa.int64()),
+        ("source_file", _str),
+        ("source_line", pa.int64()),
+        ("entry_id", _str),
+        ("expectation", _str),
+        ("detail", _str),
+        ("raw", _str),
+    ]
+)
+
+#: A normalised, deduplicated KB entry. ``row_ids`` are every input row folded into it
+#: (itself first); ``merged_ids`` the entry ids merged into it as duplicates.
+CLEAN_ENTRY = pa.schema(
+    [
+        ("entry_id", _str),
+        ("title", _str),
+        ("answer", _str),
+        ("similar_questions", _strs),
+        ("category", _str),
+        ("tags", _strs),
+        ("status", _str),
+        ("updated_at", _str),
+        ("effective_from", _str),
+        ("expires_at", _str),
+        ("lang", _str),
+        ("metadata", _str),
+        ("content_hash", _str),
+        ("row_id", pa.int64()),
+        ("merged_ids", _strs),
+    ]
+)
+
+#: One recorded merge: ``merged_id`` was folded into ``canonical_id``.
+DEDUP_MERGE = pa.schema(
+    [
+        ("kind", _str),  # exact | near | id
+        ("canonical_id", _str),
+        ("merged_id", _str),
+        ("row_id", pa.int64()),
+        ("similarity", pa.float64()),
+        ("canonical_title", _str),
+        ("merged_title", _str),
+    ]
+)
+
+#: Final outcome of every input row; exactly one line per ``row_id``.
+ROW_OUTCOME = pa.schema(
+    [
+        ("row_id", pa.int64()),
+        ("entry_id", _str),
+        ("outcome", _str),
+        ("reason", _str),
+        ("detail", _str),
+    ]
+)
+
+#: An entry that is not published because it expired (or is not yet effective).
+STALE_ENTRY = pa.schema(
+    [
+        ("entry_id", _str),
+        ("title", _str),
+        ("reason", _str),  # expires_at | effective_from | date_phrase
+        ("evidence", _str),
+        ("stale_since", _str),
+    ]
+)
+
+#: A retrievable unit. ``passage_id`` = ``entry_id:ordinal``; ``text`` is what is embedded and
+#: BM25-indexed (with the heading prefix); ``display`` is what search shows.
+PASSAGE = pa.schema(
+    [
+        ("passage_id", _str),
+        ("faiss_id", pa.int64()),
+        ("entry_id", _str),
+        ("ordinal", pa.int32()),
+        ("kind", _str),  # answer | question | section
+        ("title", _str),
+        ("heading_path", _str),
+        ("text", _str),
+        ("display", _str),
+        ("text_hash", _str),
+    ]
+)
+
+
+def embedding_schema(dim: int) -> pa.Schema:
+    """Schema of an embedding cache shard: text hash to a fixed-size float32 vector."""
+    return pa.schema(
+        [("text_hash", _str), ("vector", pa.list_(pa.float32(), dim))],
+        metadata={"dim": str(dim)},
+    )
+
+
+def empty_table(schema: pa.Schema) -> pa.Table:
+    return schema.empty_table()
+
+
+def table_from_rows(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
+    """Build a table from dicts, with the schema enforced (missing keys become null)."""
+    if not rows:
+        return schema.empty_table()
+    cols = {f.name: [r.get(f.name) for r in rows] for f in schema}
+    try:
+        return pa.Table.from_pydict(cols, schema=schema)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise ContractError(f"rows do not fit schema: {exc}") from exc
+
+
+def write_table(table: pa.Table, path: Path, schema: pa.Schema) -> Path:
+    """Write ``table`` to ``path`` as Parquet with ``schema``, atomically (temp + rename)."""
+    if not table.schema.equals(schema, check_metadata=False):
+        try:
+            table = table.select(schema.names).cast(schema)
+        except (KeyError, pa.ArrowInvalid, pa.ArrowTypeError, ValueError) as exc:
+            raise ContractError(f"{path.name}: table does not match schema: {exc}") from exc
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    pq.write_table(table, tmp, compression="zstd")
+    os.replace(tmp, path)
+    return path
+
+
+def read_table(path: Path, schema: pa.Schema) -> pa.Table:
+    """Read a Parquet stage file and check it against ``schema``."""
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise ContractError(f"cannot read stage file {path}: {exc}") from exc
+    if not table.schema.equals(schema, check_metadata=False):
+        raise ContractError(
+            f"{path} does not match its contract.\nexpected: {schema}\nfound: {table.schema}"
+        )
+    return table

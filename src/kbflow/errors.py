@@ -1,0 +1,73 @@
+"""Typed exceptions raised by the kbflow core.
+
+The CLI turns every ``KbflowError`` into one line on stderr and a non-zero exit code;
+anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class KbflowError(Exception):
+    """Base class: a problem the user can act on. ``exit_code`` is what the CLI returns."""
+
+    exit_code = 2
+
+
+class ConfigError(KbflowError):
+    """Settings are inconsistent or point at something that does not exist."""
+
+
+class SourceError(KbflowError):
+    """The export source cannot be read (missing path, unsupported format, unsafe file)."""
+
+
+class ExportFormatError(SourceError):
+    """A file in the export is not in a format kbflow can parse at all."""
+
+
+class ValidationFailed(KbflowError):
+    """A batch-level expectation failed: the run stops before anything is published."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, failures: list[dict[str, object]] | None = None) -> None:
+        super().__init__(message)
+        self.failures = failures or []
+
+
+class AccountingError(KbflowError):
+    """Row accounting does not sum: some input row has no outcome, or has two."""
+
+    exit_code = 4
+
+
+class ContractError(KbflowError):
+    """A stage file does not match its pyarrow schema."""
+
+    exit_code = 4
+
+
+class EmbeddingError(KbflowError):
+    """The embedding backend failed or returned something unusable."""
+
+    exit_code = 5
+
+
+class ModelIntegrityError(EmbeddingError):
+    """The embedded default model's weights do not match the expected hash."""
+
+
+class IndexError_(KbflowError):
+    """An index version is missing, incomplete or outside the data home."""
+
+    exit_code = 6
+
+
+class NoLiveVersion(IndexError_):
+    """No version has been published yet (``CURRENT`` is missing)."""
+
+
+class ConcurrentRunError(KbflowError):
+    """Another nightly run holds the data home's lock."""
+
+    exit_code = 7

@@ -1,0 +1,125 @@
+"""kbflow settings: one pydantic-settings model, env prefix ``KBFLOW_``, a sub-model per stage.
+
+Loaded once by the CLI or a flow and passed down; core code never reads the environment.
+Nested values use ``__`` in environment variables, e.g. ``KBFLOW_CLEAN__NEAR_DUP_THRESHOLD=0.8``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ValidateSettings(BaseModel):
+    max_bad_row_fraction: float = Field(0.2, ge=0, le=1)
+    """Stop the run when more than this share of rows fails row-level checks."""
+    max_shrink_fraction: float = Field(0.3, ge=0, le=1)
+    """Stop the run when the export has this much fewer valid entries than the live version."""
+    max_title_chars: int = 500
+    max_answer_chars: int = 200_000
+
+
+class CleanSettings(BaseModel):
+    shingle_size: int = Field(2, ge=1, le=8)
+    """Character n-gram size for MinHash (NFKC character bigrams suit short Chinese titles)."""
+    num_perm: int = Field(128, ge=16, le=1024)
+    lsh_threshold: float = Field(0.5, gt=0, lt=1)
+    """LSH candidate threshold; candidates are then verified by exact Jaccard."""
+    near_dup_threshold: float = Field(0.8, gt=0, le=1)
+    """Exact Jaccard (title + answer shingles) at or above which two entries are merged."""
+    lsh_bands: int = 0
+    lsh_rows: int = 0
+    expiry_phrases: bool = True
+
+    @model_validator(mode="after")
+    def _derive_bands(self) -> CleanSettings:
+        # Same optimisation as datasketch's: minimise false positive + false negative mass.
+        if self.lsh_bands == 0 or self.lsh_rows == 0:
+            self.lsh_bands, self.lsh_rows = optimal_lsh_params(self.lsh_threshold, self.num_perm)
+        if self.lsh_bands * self.lsh_rows > self.num_perm:
+            raise ValueError(
+                f"lsh_bands*lsh_rows ({self.lsh_bands}*{self.lsh_rows}) exceeds num_perm {self.num_perm}"
+            )
+        return self
+
+
+class ChunkSettings(BaseModel):
+    max_tokens: int = Field(384, ge=32, le=32_000)
+    """Token budget per passage (the prefix included)."""
+    min_tokens: int = Field(48, ge=0)
+    """Sections shorter than this are joined with the next one under the same parent."""
+    long_answer_tokens: int = Field(512, ge=32)
+    """Answers longer than this are split at headings and paragraphs."""
+
+
+class EmbedSettings(BaseModel):
+    backend: Literal["local", "openai", "sglang"] = "local"
+    model: str = "all-MiniLM-L6-v2"
+    """Model name; for ``local`` the bundled default is the only one installed."""
+    dim: int | None = None
+    """Matryoshka dimension (truncate then re-normalise); None = the model's full size."""
+    batch_size: int = Field(64, ge=1)
+    query_instruction: str | None = None
+    """Task text; for Qwen3-Embedding queries become ``Instruct: {task}\\nQuery:{q}``."""
+    device: str = "cpu"
+    threads: int | None = None
+
+
+class IndexSettings(BaseModel):
+    flat_max: int = 50_000
+    """Up to this many vectors: exact Flat inner product."""
+    hnsw_max: int = 1_000_000
+    """Up to this many: HNSW32; above: IVF."""
+    keep_versions: int = Field(5, ge=1)
+
+
+class SearchSettings(BaseModel):
+    candidates: int = 50
+    default_k: int = 3
+    handoff_threshold: float = 0.35
+    """Used when a version has no calibrated threshold."""
+    handoff_message: str = "抱歉，这个问题我暂时无法回答，已为您转接人工客服。/ Connecting you to a human agent."
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="KBFLOW_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    home: Path = Path(".kbflow")
+    validate_: ValidateSettings = Field(default_factory=ValidateSettings, alias="validate")
+    clean: CleanSettings = Field(default_factory=CleanSettings)
+    chunk: ChunkSettings = Field(default_factory=ChunkSettings)
+    embed: EmbedSettings = Field(default_factory=EmbedSettings)
+    index: IndexSettings = Field(default_factory=IndexSettings)
+    search: SearchSettings = Field(default_factory=SearchSettings)
+
+    @property
+    def validation(self) -> ValidateSettings:
+        return self.validate_
+
+
+def optimal_lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
+    """Bands and rows for ``num_perm`` permutations that best separate around ``threshold``."""
+    best: tuple[float, int, int] | None = None
+    steps = 200
+    for b in range(1, num_perm + 1):
+        for r in range(1, num_perm // b + 1):
+            fp = sum(
+                (1 - (1 - (threshold * i / steps) ** r) ** b) * threshold / steps
+                for i in range(steps)
+            )
+            fn = sum(
+                (1 - (1 - (1 - (threshold + (1 - threshold) * i / steps) ** r) ** b))
+                * (1 - threshold)
+                / steps
+                for i in range(steps)
+            )
+            err = 0.5 * fp + 0.5 * fn
+            if best is None or err < best[0]:
+                best = (err, b, r)
+    assert best is not None
+    return best[1], best[2]
