@@ -47,12 +47,21 @@ class CleanSettings(BaseModel):
 
 
 class ChunkSettings(BaseModel):
-    max_tokens: int = Field(384, ge=32, le=32_000)
-    """Token budget per passage (the prefix included)."""
+    max_tokens: int = Field(256, ge=32, le=32_000)
+    """Token budget per passage (the prefix included). 256 = what all-MiniLM-L6-v2 reads; raise it
+    for long-context models such as Qwen3-Embedding."""
     min_tokens: int = Field(48, ge=0)
     """Sections shorter than this are joined with the next one under the same parent."""
-    long_answer_tokens: int = Field(512, ge=32)
+    long_answer_tokens: int = Field(256, ge=32)
     """Answers longer than this are split at headings and paragraphs."""
+
+    @model_validator(mode="after")
+    def _check_budget(self) -> ChunkSettings:
+        if self.min_tokens >= self.max_tokens:
+            raise ValueError(f"min_tokens ({self.min_tokens}) must be below max_tokens ({self.max_tokens})")
+        if self.long_answer_tokens > self.max_tokens:
+            raise ValueError("long_answer_tokens must not exceed max_tokens: a one-passage answer must fit the budget")
+        return self
 
 
 class EmbedSettings(BaseModel):

@@ -1,0 +1,122 @@
+"""The data home (``KBFLOW_HOME``): where every file kbflow writes lives.
+
+```
+catalog.duckdb  raw/  runs/<run_id>/<stage>/  embeddings/<model_key>/  indexes/<version>/
+indexes/CURRENT  reports/  logs.duckdb
+```
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from kbflow.errors import ConcurrentRunError
+
+
+@dataclass(frozen=True)
+class DataHome:
+    root: Path
+
+    @classmethod
+    def at(cls, root: Path | str) -> DataHome:
+        home = cls(Path(root).expanduser().resolve())
+        for sub in (home.raw, home.runs, home.embeddings, home.indexes, home.reports):
+            sub.mkdir(parents=True, exist_ok=True)
+        return home
+
+    @property
+    def catalog_path(self) -> Path:
+        return self.root / "catalog.duckdb"
+
+    @property
+    def logs_path(self) -> Path:
+        return self.root / "logs.duckdb"
+
+    @property
+    def raw(self) -> Path:
+        return self.root / "raw"
+
+    @property
+    def runs(self) -> Path:
+        return self.root / "runs"
+
+    @property
+    def embeddings(self) -> Path:
+        return self.root / "embeddings"
+
+    @property
+    def indexes(self) -> Path:
+        return self.root / "indexes"
+
+    @property
+    def reports(self) -> Path:
+        return self.root / "reports"
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.runs / run_id
+
+    def stage_dir(self, run_id: str, stage: str) -> Path:
+        path = self.runs / run_id / stage
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @contextmanager
+    def run_lock(self, wait: bool = False) -> Iterator[None]:
+        """Hold the data home's writer lock for the duration of a run.
+
+        Two nightly runs on one home never write at once: the second is refused with
+        ``ConcurrentRunError`` (or waits, with ``wait=True``). The OS releases the lock when
+        the process dies, so a killed run never leaves it stuck.
+        """
+        path = self.root / ".run.lock"
+        with open(path, "a+") as fh:
+            flags = fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB
+            try:
+                fcntl.flock(fh, flags)
+            except BlockingIOError as exc:
+                fh.seek(0)
+                holder = fh.read().strip() or "another process"
+                raise ConcurrentRunError(
+                    f"another kbflow run is writing to {self.root} ({holder}); "
+                    "wait for it to finish or use another --home"
+                ) from exc
+            fh.seek(0)
+            fh.truncate()
+            fh.write(f"pid {os.getpid()} since {datetime.now(UTC).isoformat(timespec='seconds')}")
+            fh.flush()
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """Sortable, unique run id: ``20261124T020000-a1b2c3``."""
+    now = now or datetime.now(UTC)
+    return f"{now:%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temp file in the same folder, fsync, ``os.replace``."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(3)}")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)

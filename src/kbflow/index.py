@@ -1,0 +1,145 @@
+"""Index stage: build a versioned FAISS + BM25 index folder with its manifest.
+
+A version is built under ``indexes/.building-<version>/`` and renamed to
+``indexes/<version>/`` only when every file (``manifest.json`` last) is written and fsynced,
+so a listed version is always complete.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from kbflow.contracts import PASSAGE, write_table
+from kbflow.errors import IndexError_
+from kbflow.home import atomic_write_text, fsync_dir
+from kbflow.settings import IndexSettings
+from kbflow.textindex import Bm25Index
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+
+
+def choose_factory(n: int, settings: IndexSettings) -> str:
+    """Flat for small KBs (exact), HNSW up to ``hnsw_max``, IVF beyond."""
+    if n <= settings.flat_max:
+        return "Flat"
+    if n <= settings.hnsw_max:
+        return "HNSW32"
+    nlist = int(4 * np.sqrt(n))
+    return f"IVF{nlist},Flat"
+
+
+def build_dense(vectors: np.ndarray, ids: np.ndarray, factory: str) -> Any:
+    """Inner-product FAISS index over L2-normalised vectors, with stable int64 ids."""
+    import faiss
+
+    d = vectors.shape[1]
+    base = faiss.index_factory(d, factory, faiss.METRIC_INNER_PRODUCT)
+    if not base.is_trained:
+        rng = np.random.default_rng(0)
+        sample = vectors[rng.choice(len(vectors), size=min(len(vectors), 100_000), replace=False)]
+        base.train(sample)
+    index = faiss.IndexIDMap2(base)
+    index.add_with_ids(vectors, ids.astype(np.int64))
+    return index
+
+
+def _write_faiss(index: Any, path: Path) -> None:
+    import faiss
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    faiss.write_index(index, str(tmp))
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _fsync_tree(folder: Path) -> None:
+    for p in folder.rglob("*"):
+        if p.is_file():
+            with open(p, "rb") as fh:
+                os.fsync(fh.fileno())
+    for p in [folder, *[d for d in folder.rglob("*") if d.is_dir()]]:
+        fsync_dir(p)
+
+
+def new_version_id(run_id: str, now: datetime | None = None) -> str:
+    now = now or datetime.now(UTC)
+    return f"v{now:%Y%m%d-%H%M%S}-{run_id.rsplit('-', 1)[-1]}"
+
+
+def build_version(
+    indexes_dir: Path,
+    version: str,
+    passages: pa.Table,
+    vectors: np.ndarray,
+    manifest: dict[str, Any],
+    settings: IndexSettings,
+) -> Path:
+    """Write a complete version folder and return its path.
+
+    ``passages`` (PASSAGE schema) and ``vectors`` are row-aligned. ``manifest`` gets the
+    index facts added and is written last. Raises ``IndexError_`` if the version exists.
+    """
+    final = indexes_dir / version
+    if final.exists():
+        raise IndexError_(f"version {version} already exists in {indexes_dir}")
+    work = indexes_dir / f".building-{version}"
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    n = passages.num_rows
+    if vectors.shape[0] != n:
+        raise IndexError_(f"{n} passages but {vectors.shape[0]} vectors")
+    factory = choose_factory(n, settings)
+    write_table(passages, work / "passages.parquet", PASSAGE)
+    np.save(work / "vectors.npy", vectors.astype(np.float32), allow_pickle=False)
+    dense = build_dense(vectors, np.asarray(passages.column("faiss_id").to_pylist(), dtype=np.int64), factory)
+    _write_faiss(dense, work / "dense.faiss")
+    bm25 = Bm25Index.build(passages.column("text").to_pylist())
+    bm25.save(work / "bm25")
+    manifest = {
+        **manifest,
+        "version": version,
+        "index": {"factory": factory, "metric": "inner_product", "dim": int(vectors.shape[1]),
+                  "bm25": {"k1": 1.2, "b": 0.75, "tokenizer": "jieba words + CJK char unigrams and bigrams; lower-cased latin words"}},
+    }
+    atomic_write_text(work / MANIFEST, json.dumps(manifest, ensure_ascii=False, indent=2, default=str))
+    _fsync_tree(work)
+    os.rename(work, final)
+    fsync_dir(indexes_dir)
+    log.info("index: version %s, %d passages, %s, dim %d", version, n, factory, vectors.shape[1])
+    return final
+
+
+def read_manifest(version_dir: Path) -> dict[str, Any]:
+    path = version_dir / MANIFEST
+    if not path.is_file():
+        raise IndexError_(f"{version_dir} is not a complete index version (no {MANIFEST})")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def update_manifest(version_dir: Path, **fields: Any) -> dict[str, Any]:
+    manifest = read_manifest(version_dir)
+    manifest.update(fields)
+    atomic_write_text(version_dir / MANIFEST, json.dumps(manifest, ensure_ascii=False, indent=2, default=str))
+    return manifest
+
+
+def clean_stale_builds(indexes_dir: Path) -> list[str]:
+    """Remove half-built version folders left by a killed run (never listed as versions)."""
+    removed = []
+    for p in indexes_dir.glob(".building-*"):
+        shutil.rmtree(p, ignore_errors=True)
+        removed.append(p.name)
+    return removed

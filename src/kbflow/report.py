@@ -1,0 +1,135 @@
+"""Run reports: a Markdown summary (for the Prefect artifact) and a self-contained HTML page.
+
+The HTML has its charts inline as SVG, loads nothing from the network and escapes every piece
+of user text (KB titles and answers can hold ``<script>``).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from kbflow.home import atomic_write_text
+
+_CSS = """
+body{font-family:-apple-system,"Segoe UI","PingFang SC","Microsoft YaHei",sans-serif;margin:2rem;color:#1d2733;max-width:1100px}
+h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:2rem;border-bottom:1px solid #dde3ea;padding-bottom:.3rem}
+table{border-collapse:collapse;font-size:.85rem;width:100%}td,th{border:1px solid #dde3ea;padding:.3rem .5rem;text-align:left;vertical-align:top}
+th{background:#f3f6f9}.status{display:inline-block;padding:.2rem .6rem;border-radius:4px;color:#fff;font-weight:600}
+.published,.unchanged{background:#2e7d32}.blocked{background:#ef6c00}.failed{background:#c62828}.running{background:#546e7a}
+.kv td:first-child{width:14rem;color:#546e7a}.muted{color:#78909c}figure{margin:1rem 0}
+"""
+
+
+def esc(value: Any) -> str:
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def bar_chart(title: str, data: dict[str, float], unit: str = "", width: int = 640) -> str:
+    """A horizontal SVG bar chart (inline, no scripts)."""
+    items = [(k, float(v)) for k, v in data.items()]
+    if not items:
+        return ""
+    bar_h, gap, label_w = 22, 6, 170
+    height = len(items) * (bar_h + gap) + 30
+    top = max(v for _, v in items) or 1.0
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" role="img" aria-label="{esc(title)}" width="{width}" height="{height}" class="chart">',
+             f'<text x="0" y="14" font-size="13" font-weight="600">{esc(title)}</text>']
+    for i, (k, v) in enumerate(items):
+        y = 24 + i * (bar_h + gap)
+        w = max(1.0, (width - label_w - 90) * v / top)
+        parts.append(f'<text x="0" y="{y + 15}" font-size="12">{esc(k)}</text>')
+        parts.append(f'<rect x="{label_w}" y="{y}" width="{w:.1f}" height="{bar_h}" fill="#1e88e5"><title>{esc(k)}: {v:g}{esc(unit)}</title></rect>')
+        parts.append(f'<text x="{label_w + w + 6:.1f}" y="{y + 15}" font-size="12">{v:g}{esc(unit)}</text>')
+    parts.append("</svg>")
+    return f"<figure>{''.join(parts)}</figure>"
+
+
+def html_table(rows: list[dict[str, Any]], columns: list[str], limit: int = 200) -> str:
+    if not rows:
+        return '<p class="muted">none</p>'
+    head = "".join(f"<th>{esc(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{esc(r.get(c))}</td>" for c in columns) + "</tr>" for r in rows[:limit])
+    more = f'<p class="muted">{len(rows) - limit} more rows in the catalog</p>' if len(rows) > limit else ""
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{more}"
+
+
+def page(title: str, body: str) -> str:
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
+            f'<meta name="viewport" content="width=device-width,initial-scale=1"><style>{_CSS}</style></head>'
+            f"<body>{body}</body></html>\n")
+
+
+def _rows(table: pa.Table | None) -> list[dict[str, Any]]:
+    return table.to_pylist() if table is not None else []
+
+
+def nightly_markdown(summary: dict[str, Any]) -> str:
+    rows = summary.get("rows", {})
+    lines = [
+        f"# kb-nightly {summary.get('run_id')}: **{summary.get('status')}**",
+        "",
+        f"- version: `{summary.get('version')}` (previous: `{summary.get('previous_version')}`)",
+        f"- run date: {summary.get('run_date')}, snapshot: `{summary.get('snapshot_id')}`",
+        f"- passages embedded: {summary.get('embedded', 0)}, from cache: {summary.get('cached', 0)}; retired entries: {summary.get('retired', 0)}",
+    ]
+    if summary.get("message"):
+        lines.append(f"- message: {summary['message']}")
+    lines += ["", "| outcome | rows |", "|---|---:|"]
+    lines += [f"| {k} | {rows.get(k, 0)} |" for k in ("input", "indexed", "duplicate", "stale", "unpublished", "quarantined")]
+    timings = summary.get("timings", {})
+    if timings:
+        lines += ["", "| stage | seconds |", "|---|---:|"] + [f"| {k} | {v} |" for k, v in timings.items()]
+    if summary.get("report"):
+        lines += ["", f"HTML report: {summary['report']}"]
+    return "\n".join(lines)
+
+
+def write_nightly_report(
+    path: Path,
+    summary: dict[str, Any],
+    quarantine: pa.Table | None = None,
+    merges: pa.Table | None = None,
+    stale: pa.Table | None = None,
+    retired: list[str] | None = None,
+    previous_calibration: dict[str, Any] | None = None,
+) -> Path:
+    """Write the nightly HTML report to ``path`` (atomically) and return it."""
+    rows = summary.get("rows", {})
+    status = str(summary.get("status", "running"))
+    kv = {
+        "run": summary.get("run_id"), "run date": summary.get("run_date"), "version": summary.get("version"),
+        "previous version": summary.get("previous_version"), "export snapshot": summary.get("snapshot_id"),
+        "embedding model": summary.get("model_key"), "passages embedded": summary.get("embedded"),
+        "passages from cache": summary.get("cached"), "embedding throughput": summary.get("embed_per_second"),
+        "retired entries": summary.get("retired"), "message": summary.get("message"),
+    }
+    body = [f'<h1>kbflow nightly run <span class="status {esc(status)}">{esc(status)}</span></h1>',
+            '<table class="kv">' + "".join(f"<tr><td>{esc(k)}</td><td>{esc(v)}</td></tr>" for k, v in kv.items() if v is not None) + "</table>",
+            "<h2>Row accounting</h2>",
+            f'<p>Every input row is exactly one of the outcomes below; they sum to the {esc(rows.get("input", 0))} input rows.</p>',
+            bar_chart("rows by outcome", {k: rows.get(k, 0) for k in ("indexed", "duplicate", "stale", "unpublished", "quarantined")}),
+            "<h2>Stage timings</h2>", bar_chart("seconds per stage", summary.get("timings", {}), " s")]
+    cal = summary.get("calibration")
+    if cal:
+        body.append("<h2>Retrieval calibration (held-out self-check)</h2>")
+        body.append(html_table([{**{"version": summary.get("version")}, **cal.get("self_check", {}),
+                                 "dense weight": cal.get("dense_weight"), "threshold": cal.get("handoff_threshold"), "method": cal.get("method")}]
+                               + ([{**{"version": "previous"}, **previous_calibration.get("self_check", {}),
+                                    "dense weight": previous_calibration.get("dense_weight"), "threshold": previous_calibration.get("handoff_threshold"),
+                                    "method": previous_calibration.get("method")}] if previous_calibration else []),
+                               ["version", "hit@1", "hit@3", "mrr", "dense weight", "threshold", "method"]))
+        if cal.get("scores_by_weight"):
+            body.append(bar_chart("self-check objective by dense weight", cal["scores_by_weight"]))
+    body += ["<h2>Quarantined rows</h2>", html_table(_rows(quarantine), ["source_file", "source_line", "entry_id", "expectation", "detail"]),
+             "<h2>Duplicates merged</h2>", html_table(_rows(merges), ["kind", "canonical_id", "merged_id", "similarity", "canonical_title", "merged_title"]),
+             "<h2>Stale entries</h2>", html_table(_rows(stale), ["entry_id", "title", "reason", "evidence", "stale_since"]),
+             "<h2>Retired entries</h2>", html_table([{"entry_id": e} for e in retired or []], ["entry_id"]),
+             f'<p class="muted">summary: <code>{esc(json.dumps({k: v for k, v in summary.items() if k != "calibration"}, ensure_ascii=False, default=str))}</code></p>']
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, page(f"kbflow nightly {summary.get('run_id')}", "".join(body)))
+    return path

@@ -1,0 +1,296 @@
+"""Hybrid retrieval over one index version: dense (FAISS) and BM25, fused per entry.
+
+Each entry's dense score is the best cosine over its passages and its keyword score the best
+BM25 score over its passages, divided by the version's ``bm25_scale`` (the median score of a
+passage queried with its own text) and capped at 1. The fused score is
+``w * dense + (1 - w) * keyword``, with ``w`` calibrated per version on held-out queries
+(``calibrate_version``): plain equal-weight fusion lets the weak side drag the strong one down,
+so the weight follows whichever side answers this KB better with this model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from kbflow.errors import IndexError_
+from kbflow.index import MANIFEST
+from kbflow.textindex import Bm25Index, tokenize
+
+log = logging.getLogger(__name__)
+
+WEIGHT_GRID = tuple(round(x * 0.1, 1) for x in range(11))
+
+
+@dataclass
+class Candidates:
+    """Per-entry evidence for one query: entry rows, their dense and keyword scores."""
+
+    entries: np.ndarray  # entry index (int)
+    dense: np.ndarray
+    keyword: np.ndarray  # raw BM25
+    best_dense_row: np.ndarray
+    best_keyword_row: np.ndarray
+
+
+@dataclass
+class Hit:
+    entry_id: str
+    title: str
+    score: float
+    dense: float
+    keyword: float
+    passage_id: str
+    passage: str
+
+
+class LoadedVersion:
+    """A version folder loaded for search (read-only)."""
+
+    def __init__(self, folder: Path) -> None:
+        import faiss
+
+        if not (folder / MANIFEST).is_file():
+            raise IndexError_(f"{folder} is not a complete index version")
+        self.folder = folder
+        self.manifest: dict[str, Any] = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        self.version: str = self.manifest["version"]
+        t = pq.read_table(folder / "passages.parquet")
+        self.passage_ids: list[str] = t.column("passage_id").to_pylist()
+        self.entry_of_row: list[str] = t.column("entry_id").to_pylist()
+        self.titles: list[str] = t.column("title").to_pylist()
+        self.display: list[str] = t.column("display").to_pylist()
+        self.kinds: list[str] = t.column("kind").to_pylist()
+        self.texts: list[str] = t.column("text").to_pylist()
+        faiss_ids = np.asarray(t.column("faiss_id").to_pylist(), dtype=np.int64)
+        self._id_order = np.argsort(faiss_ids)
+        self._sorted_ids = faiss_ids[self._id_order]
+        self.vectors = np.load(folder / "vectors.npy", mmap_mode="r", allow_pickle=False)
+        self.dense = faiss.read_index(str(folder / "dense.faiss"))
+        if hasattr(self.dense, "index") and hasattr(faiss.downcast_index(self.dense.index), "hnsw"):
+            faiss.downcast_index(self.dense.index).hnsw.efSearch = 128
+        self.bm25 = Bm25Index.load(folder / "bm25")
+        self.entry_ids: list[str] = list(dict.fromkeys(self.entry_of_row))
+        pos = {e: i for i, e in enumerate(self.entry_ids)}
+        self.row_entry = np.asarray([pos[e] for e in self.entry_of_row], dtype=np.int64)
+        order = np.argsort(self.row_entry, kind="stable")
+        bounds = np.searchsorted(self.row_entry[order], np.arange(len(self.entry_ids) + 1))
+        self.entry_rows = [order[bounds[i] : bounds[i + 1]] for i in range(len(self.entry_ids))]
+        cal = self.manifest.get("calibration", {})
+        self.weight: float = float(cal.get("dense_weight", 0.5))
+        self.bm25_scale: float = float(cal.get("bm25_scale", 1.0)) or 1.0
+        self.threshold: float = float(cal.get("handoff_threshold", 0.0))
+
+    @property
+    def n_passages(self) -> int:
+        return len(self.passage_ids)
+
+    def rows_for_ids(self, ids: np.ndarray) -> np.ndarray:
+        pos = np.searchsorted(self._sorted_ids, ids)
+        pos = np.clip(pos, 0, len(self._sorted_ids) - 1)
+        return self._id_order[pos]
+
+    def candidates(
+        self, qvec: np.ndarray | None, tokens: list[str], n: int = 50, exclude: np.ndarray | None = None
+    ) -> Candidates:
+        """Top ``n`` passages from each side, reduced to entries with both scores filled in.
+
+        ``qvec`` None means the dense side is unavailable (keyword scores only).
+        ``exclude`` hides passages by row (held-out self-check).
+        """
+        kw_all = self.bm25.scores(tokens) if tokens else np.zeros(self.n_passages, np.float32)
+        if exclude is not None and len(exclude):
+            kw_all[exclude] = 0.0
+        k = min(n + (0 if exclude is None else len(exclude)), self.n_passages)
+        kw_rows = np.argpartition(-kw_all, k - 1)[:k] if k < self.n_passages else np.arange(self.n_passages)
+        kw_rows = kw_rows[kw_all[kw_rows] > 0]
+        rows = [kw_rows]
+        if qvec is not None:
+            _, ids = self.dense.search(qvec.reshape(1, -1).astype(np.float32), k)
+            ids = ids[0][ids[0] >= 0]
+            rows.append(self.rows_for_ids(ids))
+        cand_rows = np.unique(np.concatenate(rows)) if rows else np.zeros(0, np.int64)
+        if exclude is not None and len(exclude):
+            cand_rows = cand_rows[~np.isin(cand_rows, exclude)]
+        entries = np.unique(self.row_entry[cand_rows])
+        m = len(entries)
+        dense = np.zeros(m, np.float32)
+        keyword = np.zeros(m, np.float32)
+        best_d = np.zeros(m, np.int64)
+        best_k = np.zeros(m, np.int64)
+        for j, e in enumerate(entries):
+            er = self.entry_rows[e]
+            if exclude is not None and len(exclude):
+                er = er[~np.isin(er, exclude)]
+                if len(er) == 0:
+                    continue
+            ks = kw_all[er]
+            best_k[j] = er[int(np.argmax(ks))]
+            keyword[j] = float(ks.max())
+            if qvec is not None:
+                ds = np.asarray(self.vectors[er]) @ qvec
+                best_d[j] = er[int(np.argmax(ds))]
+                dense[j] = float(ds.max())
+            else:
+                best_d[j] = best_k[j]
+        return Candidates(entries, dense, keyword, best_d, best_k)
+
+    def fuse(self, c: Candidates, weight: float | None = None, dense_available: bool = True) -> np.ndarray:
+        w = self.weight if weight is None else weight
+        if not dense_available:
+            w = 0.0
+        kw = np.minimum(c.keyword / self.bm25_scale, 1.0)
+        return w * c.dense + (1 - w) * kw
+
+    def hits(self, c: Candidates, scores: np.ndarray, k: int, dense_available: bool = True) -> list[Hit]:
+        order = np.argsort(-scores, kind="stable")[:k]
+        out = []
+        for j in order:
+            e = int(c.entries[j])
+            use_dense = dense_available and self.weight >= 0.5
+            row = int(c.best_dense_row[j] if use_dense else c.best_keyword_row[j])
+            entry_id = self.entry_ids[e]
+            first = int(self.entry_rows[e][0])
+            out.append(
+                Hit(entry_id=entry_id, title=self.titles[first], score=round(float(scores[j]), 4),
+                    dense=round(float(c.dense[j]), 4), keyword=round(float(c.keyword[j]), 4),
+                    passage_id=self.passage_ids[row], passage=self.display[row])
+            )
+        return out
+
+
+@dataclass
+class Calibration:
+    dense_weight: float
+    bm25_scale: float
+    handoff_threshold: float
+    method: str
+    queries: int
+    scores_by_weight: dict[str, float] = field(default_factory=dict)
+    self_check: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+def bm25_scale(version: LoadedVersion, sample: int = 300, seed: int = 0) -> float:
+    """Median BM25 score of a passage queried with its own text (what a perfect match scores)."""
+    rng = np.random.default_rng(seed)
+    rows = rng.choice(version.n_passages, size=min(sample, version.n_passages), replace=False)
+    selfs = []
+    for r in rows:
+        s = version.bm25.scores(tokenize(version.texts[r]))
+        if s[r] > 0:
+            selfs.append(float(s[r]))
+    return float(np.median(selfs)) if selfs else 1.0
+
+
+def held_out_rows(version: LoadedVersion, row: int, tokens: list[str], max_overlap: float = 0.3) -> np.ndarray:
+    """Passages hidden while ``row`` is the query: itself, and every passage of its entry that
+    shares more than ``max_overlap`` of its tokens (Jaccard). Real users do not type a near copy
+    of a similar question already in the KB, so a self-check that leaves near copies in place
+    only measures string matching and cannot tell which side of the fusion to trust."""
+    q = set(tokens)
+    hidden = [row]
+    for other in version.entry_rows[version.row_entry[row]]:
+        if other == row:
+            continue
+        o = set(tokenize(version.texts[other]))
+        if q and o and len(q & o) / len(q | o) > max_overlap:
+            hidden.append(int(other))
+    return np.asarray(hidden, dtype=np.int64)
+
+
+def _rank_of(entries: np.ndarray, scores: np.ndarray, target: int) -> int | None:
+    hit = np.nonzero(entries == target)[0]
+    if len(hit) == 0:
+        return None
+    s = scores[hit[0]]
+    # ties rank pessimistically: an all-zero side must not look like a hit
+    return int((scores >= s).sum())
+
+
+def self_check_rows(version: LoadedVersion, limit: int = 1500, seed: int = 0) -> list[int]:
+    """Question passages whose entry has other passages (so holding one out leaves a target)."""
+    rows = [
+        r for r, kind in enumerate(version.kinds)
+        if kind == "question" and len(version.entry_rows[version.row_entry[r]]) > 1
+    ]
+    if len(rows) > limit:
+        rng = np.random.default_rng(seed)
+        rows = sorted(rng.choice(rows, size=limit, replace=False).tolist())
+    return rows
+
+
+def calibrate_version(
+    version: LoadedVersion,
+    query_vectors: np.ndarray | None,
+    rows: list[int],
+    model_covers_kb: bool,
+    default_threshold: float,
+    min_queries: int = 30,
+) -> Calibration:
+    """Choose the dense weight and hand-off threshold for this version.
+
+    With at least ``min_queries`` held-out similar questions (``rows``; their query vectors in
+    ``query_vectors``), every weight in ``WEIGHT_GRID`` is scored by hit@1 + 0.5 * hit@3 +
+    0.25 * MRR over the held-out queries, and the best wins (ties prefer 0.5, then dense).
+    Otherwise the weight falls back to a language prior: 0.7 when the embedding model covers
+    the KB's main language, else 0.0 (keyword only, e.g. an English model on a Chinese KB).
+    The hand-off threshold is the 5th percentile of the top-1 score of correctly answered
+    held-out queries (about 95% of answerable queries are answered), else ``default_threshold``.
+    """
+    scale = bm25_scale(version)
+    version.bm25_scale = scale
+    if len(rows) < min_queries or query_vectors is None:
+        w = 0.7 if model_covers_kb else 0.0
+        return Calibration(w, scale, default_threshold, "language-prior", len(rows))
+    cands = []
+    targets = []
+    for qv, r in zip(query_vectors, rows, strict=True):
+        tokens = tokenize(version.texts[r])
+        hidden = held_out_rows(version, r, tokens)
+        if len(hidden) >= len(version.entry_rows[version.row_entry[r]]):
+            continue
+        cands.append(version.candidates(qv, tokens, exclude=hidden))
+        targets.append(int(version.row_entry[r]))
+    if len(cands) < min_queries:
+        w = 0.7 if model_covers_kb else 0.0
+        return Calibration(w, scale, default_threshold, "language-prior", len(cands))
+    best: tuple[float, float] | None = None
+    by_weight: dict[str, float] = {}
+    metrics: dict[float, dict[str, float]] = {}
+    for w in WEIGHT_GRID:
+        h1 = h3 = mrr = 0.0
+        for c, t in zip(cands, targets, strict=True):
+            rank = _rank_of(c.entries, version.fuse(c, w), t)
+            if rank:
+                h1 += rank == 1
+                h3 += rank <= 3
+                mrr += 1 / rank
+        n = len(cands)
+        metrics[w] = {"hit@1": h1 / n, "hit@3": h3 / n, "mrr": mrr / n}
+        objective = (h1 + 0.5 * h3 + 0.25 * mrr) / n
+        by_weight[f"{w:.1f}"] = round(objective, 4)
+        key = (objective, -abs(w - 0.5) + w * 1e-3)
+        if best is None or key > (best[0], -abs(best[1] - 0.5) + best[1] * 1e-3):
+            best = (objective, w)
+    assert best is not None
+    w = best[1]
+    version.weight = w
+    top_correct = []
+    for c, t in zip(cands, targets, strict=True):
+        s = version.fuse(c, w)
+        if len(s) and c.entries[int(np.argmax(s))] == t:
+            top_correct.append(float(s.max()))
+    threshold = float(np.percentile(top_correct, 5)) if len(top_correct) >= min_queries else default_threshold
+    return Calibration(
+        w, scale, round(threshold, 4), "held-out-similar-questions", len(rows),
+        scores_by_weight=by_weight, self_check={k: round(v, 4) for k, v in metrics[w].items()},
+    )

@@ -1,0 +1,96 @@
+"""Prefect tasks of ``kb-nightly``: thin wrappers, one call into ``kbflow.pipeline`` each.
+
+Big data moves as files under ``runs/<run_id>/``; tasks return small summaries. Results are
+not cached by Prefect: each stage's completion marker is what makes a retry skip finished work.
+Quality and validation failures are never retried; only the embedding stage (which talks to a
+server in production) retries.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from kbflow import pipeline
+from kbflow.home import DataHome
+from kbflow.report import nightly_markdown
+from kbflow.settings import Settings
+
+
+@task(name="start-run", cache_policy=NO_CACHE)
+def start_run(home: DataHome, run_id: str, run_date: date) -> dict[str, Any]:
+    return pipeline.start_run(home, run_id, run_date)
+
+
+@task(name="pull", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=10)
+def pull(home: DataHome, run_id: str, source: str) -> dict[str, Any]:
+    out = pipeline.pull_stage(home, run_id, source)
+    get_run_logger().info("pull: snapshot %s, %d files", out["snapshot_id"], len(out["files"]))
+    return out
+
+
+@task(name="validate", cache_policy=NO_CACHE)
+def validate(home: DataHome, run_id: str, pulled: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    out = pipeline.validate_stage(home, run_id, pulled, settings)
+    get_run_logger().info("validate: %d rows, %d valid, %d quarantined", out["input"], out["valid"], out["quarantined"])
+    return out
+
+
+@task(name="clean", cache_policy=NO_CACHE)
+def clean(home: DataHome, run_id: str, run_date: date, settings: Settings) -> dict[str, Any]:
+    out = pipeline.clean_stage(home, run_id, run_date, settings)
+    get_run_logger().info("clean: %d entries to publish", out["entries"])
+    return out
+
+
+@task(name="chunk", cache_policy=NO_CACHE)
+def chunk(home: DataHome, run_id: str, settings: Settings) -> dict[str, Any]:
+    out = pipeline.chunk_stage(home, run_id, settings)
+    get_run_logger().info("chunk: %d entries, %d passages", out["entries"], out["passages"])
+    return out
+
+
+@task(name="check-unchanged", cache_policy=NO_CACHE)
+def check_unchanged(home: DataHome, run_id: str, chunked: dict[str, Any], settings: Settings) -> bool:
+    pipeline.record_retired(home, run_id)
+    return pipeline.is_unchanged(home, chunked, settings)
+
+
+@task(name="embed", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=30)
+def embed(home: DataHome, run_id: str, settings: Settings) -> dict[str, Any]:
+    out = pipeline.embed_stage(home, run_id, settings)
+    get_run_logger().info("embed: %d embedded, %d cached", out["embedded"], out["cached"])
+    return out
+
+
+@task(name="index", cache_policy=NO_CACHE)
+def index(home: DataHome, run_id: str, run_date: date, pulled: dict[str, Any], embedded: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    out = pipeline.index_stage(home, run_id, run_date, pulled, embedded, settings)
+    get_run_logger().info("index: built %s (%d passages)", out["version"], out["passages"])
+    return out
+
+
+@task(name="account", cache_policy=NO_CACHE)
+def account(home: DataHome, run_id: str, pulled: dict[str, Any]) -> dict[str, Any]:
+    out = pipeline.account_stage(home, run_id, pulled)
+    get_run_logger().info("account: %s", out)
+    return out
+
+
+@task(name="publish", cache_policy=NO_CACHE)
+def publish(home: DataHome, run_id: str, version: str, settings: Settings) -> dict[str, Any]:
+    out = pipeline.publish_stage(home, run_id, version, settings)
+    get_run_logger().info("publish: %s live (was %s)", out["version"], out["previous"])
+    return out
+
+
+@task(name="report", cache_policy=NO_CACHE)
+def report(home: DataHome, run_id: str, run_date: date, status: str, message: str | None = None) -> dict[str, Any]:
+    summary = pipeline.report_stage(home, run_id, run_date, status, message)
+    create_markdown_artifact(key="kb-nightly-report", markdown=nightly_markdown(summary), description=f"kb-nightly {run_id}")
+    get_run_logger().info("report: %s, %s", status, summary["report"])
+    return summary

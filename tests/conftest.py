@@ -1,0 +1,41 @@
+"""Test-session set-up: a private Prefect home, no analytics, no network for models."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+# Must happen before anything imports prefect.
+_PREFECT_HOME = tempfile.mkdtemp(prefix="kbflow-prefect-")
+os.environ["PREFECT_HOME"] = _PREFECT_HOME
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", tempfile.mkdtemp(prefix="kbflow-hypothesis-"))
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+for var in list(os.environ):
+    if var.startswith("KBFLOW_"):
+        del os.environ[var]
+
+import pytest  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def local_embedder():
+    """The embedded default model, loaded once per session."""
+    from kbflow.embed import LocalEmbedder
+    from kbflow.settings import EmbedSettings
+
+    return LocalEmbedder(EmbedSettings())
+
+
+def shared_set(name: str) -> Path:
+    path = SHARED_DATA / name
+    if not path.is_dir():
+        pytest.skip(f"{path} is absent (public eval data lives beside the repo in ../shared/data)")
+    return path

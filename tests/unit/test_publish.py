@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from kbflow.errors import IndexError_, NoLiveVersion
+from kbflow.publish import current_version, list_versions, live_version_dir, prune_versions, publish_version, rollback, version_dir
+
+
+def make_version(indexes: Path, name: str) -> None:
+    (indexes / name).mkdir(parents=True)
+    (indexes / name / "manifest.json").write_text(json.dumps({"version": name, "counts": {"entries": 1, "passages": 1}}))
+
+
+def test_publish_moves_current_and_rollback_restores(tmp_path: Path):
+    for v in ("v1", "v2", "v3"):
+        make_version(tmp_path, v)
+    assert current_version(tmp_path) is None
+    assert publish_version(tmp_path, "v1", keep=5) is None
+    assert publish_version(tmp_path, "v2", keep=5) == "v1"
+    assert current_version(tmp_path) == "v2"
+    assert rollback(tmp_path) == ("v1", "v2")
+    assert current_version(tmp_path) == "v1"
+    assert live_version_dir(tmp_path) == (tmp_path / "v1").resolve()
+    # rolling forward to a named version works too
+    assert rollback(tmp_path, "v2") == ("v2", "v1")
+
+
+def test_rollback_without_history_is_a_clear_error(tmp_path: Path):
+    with pytest.raises(NoLiveVersion):
+        rollback(tmp_path)
+    make_version(tmp_path, "v1")
+    publish_version(tmp_path, "v1", keep=5)
+    with pytest.raises(IndexError_, match="nothing to roll back"):
+        rollback(tmp_path)
+
+
+def test_only_complete_versions_inside_the_folder_can_go_live(tmp_path: Path):
+    (tmp_path / ".building-v9").mkdir()
+    (tmp_path / "v8").mkdir()  # no manifest: incomplete
+    for bad in ("../etc", "v8", ".building-v9", "v/../../x"):
+        with pytest.raises(IndexError_):
+            version_dir(tmp_path, bad)
+    assert list_versions(tmp_path) == []
+
+
+def test_keeps_the_last_n_published_versions(tmp_path: Path):
+    for i in range(7):
+        make_version(tmp_path, f"v{i}")
+        publish_version(tmp_path, f"v{i}", keep=3)
+    assert [v.version for v in list_versions(tmp_path)] == ["v4", "v5", "v6"]
+    assert current_version(tmp_path) == "v6"
+    assert prune_versions(tmp_path, keep=3) == []
+
+
+def test_current_is_replaced_atomically_no_temp_files_left(tmp_path: Path):
+    make_version(tmp_path, "v1")
+    publish_version(tmp_path, "v1", keep=5)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["CURRENT", "HISTORY", "v1"]
