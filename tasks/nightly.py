@@ -34,9 +34,16 @@ def pull(home: DataHome, run_id: str, source: str) -> dict[str, Any]:
 
 
 @task(name="validate", cache_policy=NO_CACHE)
-def validate(home: DataHome, run_id: str, pulled: dict[str, Any], settings: Settings) -> dict[str, Any]:
+def validate(
+    home: DataHome, run_id: str, pulled: dict[str, Any], settings: Settings
+) -> dict[str, Any]:
     out = pipeline.validate_stage(home, run_id, pulled, settings)
-    get_run_logger().info("validate: %d rows, %d valid, %d quarantined", out["input"], out["valid"], out["quarantined"])
+    get_run_logger().info(
+        "validate: %d rows, %d valid, %d quarantined",
+        out["input"],
+        out["valid"],
+        out["quarantined"],
+    )
     return out
 
 
@@ -55,7 +62,9 @@ def chunk(home: DataHome, run_id: str, settings: Settings) -> dict[str, Any]:
 
 
 @task(name="check-unchanged", cache_policy=NO_CACHE)
-def check_unchanged(home: DataHome, run_id: str, chunked: dict[str, Any], settings: Settings) -> bool:
+def check_unchanged(
+    home: DataHome, run_id: str, chunked: dict[str, Any], settings: Settings
+) -> bool:
     pipeline.record_retired(home, run_id)
     return pipeline.is_unchanged(home, chunked, settings)
 
@@ -68,7 +77,14 @@ def embed(home: DataHome, run_id: str, settings: Settings) -> dict[str, Any]:
 
 
 @task(name="index", cache_policy=NO_CACHE)
-def index(home: DataHome, run_id: str, run_date: date, pulled: dict[str, Any], embedded: dict[str, Any], settings: Settings) -> dict[str, Any]:
+def index(
+    home: DataHome,
+    run_id: str,
+    run_date: date,
+    pulled: dict[str, Any],
+    embedded: dict[str, Any],
+    settings: Settings,
+) -> dict[str, Any]:
     out = pipeline.index_stage(home, run_id, run_date, pulled, embedded, settings)
     get_run_logger().info("index: built %s (%d passages)", out["version"], out["passages"])
     return out
@@ -89,8 +105,14 @@ def publish(home: DataHome, run_id: str, version: str, settings: Settings) -> di
 
 
 @task(name="report", cache_policy=NO_CACHE)
-def report(home: DataHome, run_id: str, run_date: date, status: str, message: str | None = None) -> dict[str, Any]:
+def report(
+    home: DataHome, run_id: str, run_date: date, status: str, message: str | None = None
+) -> dict[str, Any]:
     summary = pipeline.report_stage(home, run_id, run_date, status, message)
-    create_markdown_artifact(key="kb-nightly-report", markdown=nightly_markdown(summary), description=f"kb-nightly {run_id}")
+    create_markdown_artifact(
+        key="kb-nightly-report",
+        markdown=nightly_markdown(summary),
+        description=f"kb-nightly {run_id}",
+    )
     get_run_logger().info("report: %s, %s", status, summary["report"])
     return summary

@@ -35,6 +35,12 @@ def calibrate_index(vdir: Path, settings: Settings, info: dict[str, Any]) -> dic
     out = cal.as_dict()
     out["kb_language"] = kb_lang
     out["cjk_share"] = round(share, 3)
-    log.info("calibrate: dense weight %.1f (%s, %d queries), bm25 scale %.2f, hand-off threshold %.3f",
-             cal.dense_weight, cal.method, cal.queries, cal.bm25_scale, cal.handoff_threshold)
+    log.info(
+        "calibrate: dense weight %.1f (%s, %d queries), bm25 scale %.2f, hand-off threshold %.3f",
+        cal.dense_weight,
+        cal.method,
+        cal.queries,
+        cal.bm25_scale,
+        cal.handoff_threshold,
+    )
     return out

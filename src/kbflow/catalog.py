@@ -39,7 +39,9 @@ def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-def record_export(path: Path, snapshot_id: str, snapshot_sha256: str, source: str, files: list[dict[str, Any]]) -> None:
+def record_export(
+    path: Path, snapshot_id: str, snapshot_sha256: str, source: str, files: list[dict[str, Any]]
+) -> None:
     with connect(path) as con:
         con.execute(
             load_sql("catalog/insert_export"),
@@ -132,11 +134,19 @@ def record_version(path: Path, manifest: dict[str, Any]) -> None:
         )
 
 
-def record_publish_event(path: Path, action: str, version: str, previous: str | None, run_id: str | None) -> None:
+def record_publish_event(
+    path: Path, action: str, version: str, previous: str | None, run_id: str | None
+) -> None:
     with connect(path) as con:
         con.execute(
             load_sql("catalog/insert_publish_event"),
-            {"event_at": _now(), "action": action, "version": version, "previous_version": previous, "run_id": run_id},
+            {
+                "event_at": _now(),
+                "action": action,
+                "version": version,
+                "previous_version": previous,
+                "run_id": run_id,
+            },
         )
 
 

@@ -394,7 +394,9 @@ def _entry_parts(
     ):
         parts = [("section", *t) for t in _section_texts(title, answer, settings)]
     else:
-        parts = [("answer", "", f"{title}\n{answer}", None)]
+        # An export whose answer only repeats the title (a stand-in) must not double its terms.
+        text = title if answer.strip() == title.strip() else f"{title}\n{answer}"
+        parts = [("answer", "", text, None)]
     seen: set[str] = set()
     for q in questions or ():
         # Blank or repeated questions would only add duplicate vectors.

@@ -22,8 +22,12 @@ EPILOG = "Data home: --home DIR, or KBFLOW_HOME (default ./.kbflow). Docs: READM
 
 
 def _home_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--home", default=None, metavar="DIR",
-                   help="data home (catalog, raw exports, runs, indexes); default $KBFLOW_HOME or ./.kbflow")
+    p.add_argument(
+        "--home",
+        default=None,
+        metavar="DIR",
+        help="data home (catalog, raw exports, runs, indexes); default $KBFLOW_HOME or ./.kbflow",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,42 +39,89 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="show debug logs")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("nightly", help="run kb-nightly on one export: validate, clean, embed, index, publish",
-                       description="Run the kb-nightly Prefect flow on one KB export (a file, or a folder whose "
-                                   "files together are one full snapshot). Publishes a new index version when the "
-                                   "content changed; prints the run summary.", epilog=EPILOG)
+    p = sub.add_parser(
+        "nightly",
+        help="run kb-nightly on one export: validate, clean, embed, index, publish",
+        description="Run the kb-nightly Prefect flow on one KB export (a file, or a folder whose "
+        "files together are one full snapshot). Publishes a new index version when the "
+        "content changed; prints the run summary.",
+        epilog=EPILOG,
+    )
     _home_arg(p)
-    p.add_argument("--source", required=True, metavar="PATH_OR_URL",
-                   help="export file or snapshot folder (local path or fsspec URL); formats: JSONL, CSV, Parquet, XLSX")
-    p.add_argument("--run-date", metavar="YYYY-MM-DD", help="date the run acts as of (expiry is judged against it); default today in Asia/Shanghai")
-    p.add_argument("--dim", type=int, metavar="N", help="Matryoshka dimension (truncate + re-normalise); default the model's full size")
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of the text summary")
+    p.add_argument(
+        "--source",
+        required=True,
+        metavar="PATH_OR_URL",
+        help="export file or snapshot folder (local path or fsspec URL); formats: JSONL, CSV, Parquet, XLSX",
+    )
+    p.add_argument(
+        "--run-date",
+        metavar="YYYY-MM-DD",
+        help="date the run acts as of (expiry is judged against it); default today in Asia/Shanghai",
+    )
+    p.add_argument(
+        "--dim",
+        type=int,
+        metavar="N",
+        help="Matryoshka dimension (truncate + re-normalise); default the model's full size",
+    )
+    p.add_argument(
+        "--json", action="store_true", help="print one JSON object instead of the text summary"
+    )
 
-    p = sub.add_parser("search", help="search the live index version", epilog=EPILOG,
-                       description="Search the live index version (hybrid dense + BM25). Never starts Prefect.")
+    p = sub.add_parser(
+        "search",
+        help="search the live index version",
+        epilog=EPILOG,
+        description="Search the live index version (hybrid dense + BM25). Never starts Prefect.",
+    )
     _home_arg(p)
     p.add_argument("query", help="the user's question, as typed")
     p.add_argument("-k", type=int, default=3, help="number of results (default 3)")
-    p.add_argument("--json", action="store_true", help="print JSON: version, handoff, results, latency_ms")
+    p.add_argument(
+        "--json", action="store_true", help="print JSON: version, handoff, results, latency_ms"
+    )
 
-    p = sub.add_parser("eval", help="evaluate the live version on golden queries", epilog=EPILOG,
-                       description='Run every golden query ({"query", "expected": [ids]} per line; [] = should hand off) '
-                                   "against the live version and report hit@1/3/10, MRR and hand-off quality.")
+    p = sub.add_parser(
+        "eval",
+        help="evaluate the live version on golden queries",
+        epilog=EPILOG,
+        description='Run every golden query ({"query", "expected": [ids]} per line; [] = should hand off) '
+        "against the live version and report hit@1/3/10, MRR and hand-off quality.",
+    )
     _home_arg(p)
     p.add_argument("--golden", required=True, type=Path, metavar="FILE", help="golden JSONL file")
-    p.add_argument("--split", metavar="NAME", help="only queries whose split field equals NAME (e.g. test)")
-    p.add_argument("--mode", choices=["fused", "dense", "bm25"], default="fused",
-                   help="fused (default, the version's calibrated weight), dense only, or BM25 only")
+    p.add_argument(
+        "--split", metavar="NAME", help="only queries whose split field equals NAME (e.g. test)"
+    )
+    p.add_argument(
+        "--mode",
+        choices=["fused", "dense", "bm25"],
+        default="fused",
+        help="fused (default, the version's calibrated weight), dense only, or BM25 only",
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.add_argument("--failures", type=int, default=0, metavar="N", help="also show the first N queries not answered at rank 1")
+    p.add_argument(
+        "--failures",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also show the first N queries not answered at rank 1",
+    )
 
     p = sub.add_parser("versions", help="list index versions (* = live)", epilog=EPILOG)
     _home_arg(p)
     p.add_argument("--json", action="store_true")
 
-    p = sub.add_parser("rollback", help="make the previous (or a named) version live again", epilog=EPILOG)
+    p = sub.add_parser(
+        "rollback", help="make the previous (or a named) version live again", epilog=EPILOG
+    )
     _home_arg(p)
-    p.add_argument("version", nargs="?", help="version to go back to (default: the one published before the live one)")
+    p.add_argument(
+        "version",
+        nargs="?",
+        help="version to go back to (default: the one published before the live one)",
+    )
 
     p = sub.add_parser("runs", help="list recent runs from the catalog", epilog=EPILOG)
     _home_arg(p)
@@ -87,18 +138,29 @@ def _print_json(obj: Any) -> None:
 
 
 def cmd_nightly(args: argparse.Namespace) -> int:
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from flows.nightly import kb_nightly
     from kbflow.home import new_run_id
     from kbflow.runconfig import load_settings, parse_run_date
+
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
     home = _resolve_home(args.home)
     overrides = {"embed.dim": args.dim}
     load_settings(str(home), overrides)  # fail fast on bad settings, before Prefect starts
     run_date = parse_run_date(args.run_date)
+    from kbflow.sources import discover_export
+
+    discover_export(args.source)  # a missing or unreadable source is reported before Prefect starts
     run_id = new_run_id()
-    state = kb_nightly(source=args.source, run_date=run_date.isoformat(), home=str(home), run_id=run_id,
-                       overrides=overrides, return_state=True)
+    from flows.nightly import kb_nightly
+
+    state = kb_nightly(
+        source=args.source,
+        run_date=run_date.isoformat(),
+        home=str(home),
+        run_id=run_id,
+        overrides=overrides,
+        return_state=True,
+    )
     summary_path = home / "runs" / run_id / "summary.json"
     if summary_path.is_file():
         summary = json.loads(summary_path.read_text(encoding="utf-8"))
@@ -112,16 +174,30 @@ def cmd_nightly(args: argparse.Namespace) -> int:
         _print_summary(summary)
     if summary["status"] in ("published", "unchanged"):
         return 0
-    print(f"kbflow: run {run_id} {summary['status']}: {summary.get('message', 'see the report')}", file=sys.stderr)
+    print(
+        f"kbflow: run {run_id} {summary['status']}: {summary.get('message', 'see the report')}",
+        file=sys.stderr,
+    )
     return 1
 
 
 def _print_summary(s: dict[str, Any]) -> None:
     rows = s.get("rows", {})
-    print(f"run {s['run_id']}: {s['status']}" + (f" -> version {s['version']}" if s.get("version") else ""))
+    print(
+        f"run {s['run_id']}: {s['status']}"
+        + (f" -> version {s['version']}" if s.get("version") else "")
+    )
     if rows:
-        print("rows: " + ", ".join(f"{k} {rows.get(k, 0)}" for k in ("input", "indexed", "duplicate", "stale", "unpublished", "quarantined")))
-        print(f"passages: embedded {s.get('embedded', 0)}, from cache {s.get('cached', 0)}; retired entries {s.get('retired', 0)}")
+        print(
+            "rows: "
+            + ", ".join(
+                f"{k} {rows.get(k, 0)}"
+                for k in ("input", "indexed", "duplicate", "stale", "unpublished", "quarantined")
+            )
+        )
+        print(
+            f"passages: embedded {s.get('embedded', 0)}, from cache {s.get('cached', 0)}; retired entries {s.get('retired', 0)}"
+        )
     if s.get("timings"):
         print("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in s["timings"].items()))
     if s.get("report"):
@@ -140,19 +216,30 @@ def _searcher(home: Path) -> Any:
 
     def factory() -> Any:
         emb = manifest["embedding"]
-        cfg = settings.embed.model_copy(update={"model": emb["model"], "dim": emb["dim"], "query_instruction": emb.get("task")})
+        cfg = settings.embed.model_copy(
+            update={"model": emb["model"], "dim": emb["dim"], "query_instruction": emb.get("task")}
+        )
         return make_embedder(cfg)
 
     return Searcher(home / "indexes", settings.search, factory)
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    res = _searcher(_resolve_home(args.home)).search(args.query, k=args.k)
+    searcher = _searcher(_resolve_home(args.home))
+    try:
+        searcher.version()
+        searcher.embedder()  # load the model before the clock starts: latency_ms is the query's own
+    except Exception as exc:  # noqa: BLE001 - the search itself reports the fallback level
+        logging.getLogger(__name__).warning("embedder not available: %s", exc)
+    res = searcher.search(args.query, k=args.k)
     if args.json:
         _print_json(res.as_dict())
         return 0
-    print(f"[{res.version}] {res.latency_ms:.0f} ms" + ("  -> hand-off to a human" if res.handoff else "")
-          + (f"  (fallback level {res.fallback_level})" if res.fallback_level else ""))
+    print(
+        f"[{res.version}] {res.latency_ms:.0f} ms"
+        + ("  -> hand-off to a human" if res.handoff else "")
+        + (f"  (fallback level {res.fallback_level})" if res.fallback_level else "")
+    )
     for i, h in enumerate(res.results, 1):
         print(f"  {i}. {h.score:.3f}  {h.entry_id}  {h.title}")
         print(f"     {h.passage[:120].replace(chr(10), ' ')}")
@@ -167,7 +254,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     version = searcher.version()
     queries = load_golden(args.golden, args.split)
     weight = {"fused": None, "dense": 1.0, "bm25": 0.0}[args.mode]
-    vectors = None if args.mode == "bm25" else searcher.embedder().embed_queries([q.query for q in queries])
+    vectors = (
+        None
+        if args.mode == "bm25"
+        else searcher.embedder().embed_queries([q.query for q in queries])
+    )
     res = evaluate(version, queries, vectors, weight=weight)
     res["mode"] = args.mode
     failures = res.pop("failures")
@@ -176,11 +267,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(res)
         return 0
-    print(f"version {res['version']} ({args.mode}): {res['n']} in-scope queries, {res['n_out_of_scope']} out of scope")
+    print(
+        f"version {res['version']} ({args.mode}): {res['n']} in-scope queries, {res['n_out_of_scope']} out of scope"
+    )
     print(f"  hit@1 {res['hit@1']}  hit@3 {res['hit@3']}  hit@10 {res['hit@10']}  MRR {res['mrr']}")
     if "handoff" in res:
         h = res["handoff"]
-        print(f"  hand-off: threshold {h['threshold']}  precision {h['precision']}  recall {h['recall']}  AUROC {h['auroc']}")
+        print(
+            f"  hand-off: threshold {h['threshold']}  precision {h['precision']}  recall {h['recall']}  AUROC {h['auroc']}"
+        )
     for f in res.get("failures", []):
         print(f"  miss: {f['query']!r} expected {f['expected']} got {f['got']}")
     return 0
@@ -196,7 +291,9 @@ def cmd_versions(args: argparse.Namespace) -> int:
     if not infos:
         print("no index versions yet; run `kbflow nightly --source ...`")
     for i in infos:
-        print(f"{'*' if i.live else ' '} {i.version}  {i.created_at}  {i.model_key}  entries {i.entries}  passages {i.passages}  {i.status}")
+        print(
+            f"{'*' if i.live else ' '} {i.version}  {i.created_at}  {i.model_key}  entries {i.entries}  passages {i.passages}  {i.status}"
+        )
     return 0
 
 
@@ -215,18 +312,28 @@ def cmd_runs(args: argparse.Namespace) -> int:
     from kbflow import catalog
 
     for r in catalog.recent_runs(_resolve_home(args.home) / "catalog.duckdb", args.n):
-        print(f"{r['run_id']}  {r['run_date']}  {r['status']:<10} {r['version'] or '-':<28} {r['message'] or ''}")
+        print(
+            f"{r['run_id']}  {r['run_date']}  {r['status']:<10} {r['version'] or '-':<28} {r['message'] or ''}"
+        )
     return 0
 
 
-COMMANDS = {"nightly": cmd_nightly, "search": cmd_search, "eval": cmd_eval, "versions": cmd_versions,
-            "rollback": cmd_rollback, "runs": cmd_runs}
+COMMANDS = {
+    "nightly": cmd_nightly,
+    "search": cmd_search,
+    "eval": cmd_eval,
+    "versions": cmd_versions,
+    "rollback": cmd_rollback,
+    "runs": cmd_runs,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if args.verbose else "WARNING")
     os.environ.setdefault("TQDM_DISABLE", "1")

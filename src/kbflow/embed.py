@@ -138,16 +138,25 @@ class LocalEmbedder:
 
         if settings.threads:
             torch.set_num_threads(settings.threads)
-        self._model = SentenceTransformer(str(model_dir), device=settings.device, local_files_only=True)
-        getter = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
+        self._model = SentenceTransformer(
+            str(model_dir), device=settings.device, local_files_only=True
+        )
+        getter = (
+            getattr(self._model, "get_embedding_dimension", None)
+            or self._model.get_sentence_embedding_dimension
+        )
         full_dim = int(getter() or 0)
         dim = settings.dim or full_dim
         if dim > full_dim:
             raise ConfigError(f"--dim {dim} is larger than the model's {full_dim}")
         self._batch_size = settings.batch_size
         self.info = ModelInfo(
-            name=settings.model, dim=dim, full_dim=full_dim, languages=("en",),
-            query_template=None, task=settings.query_instruction,
+            name=settings.model,
+            dim=dim,
+            full_dim=full_dim,
+            languages=("en",),
+            query_template=None,
+            task=settings.query_instruction,
         )
 
     def _encode(self, texts: Sequence[str]) -> np.ndarray:
@@ -156,8 +165,11 @@ class LocalEmbedder:
         order = np.argsort([len(t) for t in texts], kind="stable")
         sorted_texts = [texts[i] for i in order]
         vecs = self._model.encode(
-            sorted_texts, batch_size=self._batch_size, normalize_embeddings=True,
-            convert_to_numpy=True, show_progress_bar=False,
+            sorted_texts,
+            batch_size=self._batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
         )
         out = np.empty_like(vecs)
         out[order] = vecs
@@ -197,18 +209,25 @@ class EmbeddingCache:
     def known_hashes(self) -> set[str]:
         known: set[str] = set()
         for shard in self.shards():
-            known.update(pq.read_table(shard, columns=["text_hash"]).column("text_hash").to_pylist())
+            known.update(
+                pq.read_table(shard, columns=["text_hash"]).column("text_hash").to_pylist()
+            )
         return known
 
     def put(self, hashes: Sequence[str], vectors: np.ndarray) -> Path:
         """Write one shard atomically (temp name, fsync, rename); returns its path."""
         if vectors.shape != (len(hashes), self.dim):
-            raise EmbeddingError(f"backend returned vectors of shape {vectors.shape}, expected ({len(hashes)}, {self.dim})")
+            raise EmbeddingError(
+                f"backend returned vectors of shape {vectors.shape}, expected ({len(hashes)}, {self.dim})"
+            )
         if not np.isfinite(vectors).all():
             raise EmbeddingError("backend returned NaN or infinite vector components")
         flat = pa.array(vectors.astype(np.float32, copy=False).reshape(-1), pa.float32())
         table = pa.Table.from_arrays(
-            [pa.array(list(hashes), pa.string()), pa.FixedSizeListArray.from_arrays(flat, self.dim)],
+            [
+                pa.array(list(hashes), pa.string()),
+                pa.FixedSizeListArray.from_arrays(flat, self.dim),
+            ],
             schema=self.schema,
         )
         name = f"part-{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(4)}.parquet"
@@ -233,8 +252,14 @@ class EmbeddingCache:
                 found[h] = v
         missing = [h for h in hashes if h not in found]
         if missing:
-            raise EmbeddingError(f"{len(missing)} passages have no cached vector (e.g. {missing[0]})")
-        return np.stack([found[h] for h in hashes]).astype(np.float32) if hashes else np.zeros((0, self.dim), np.float32)
+            raise EmbeddingError(
+                f"{len(missing)} passages have no cached vector (e.g. {missing[0]})"
+            )
+        return (
+            np.stack([found[h] for h in hashes]).astype(np.float32)
+            if hashes
+            else np.zeros((0, self.dim), np.float32)
+        )
 
 
 @dataclass
@@ -279,16 +304,29 @@ def embed_missing(
         elapsed = time.perf_counter() - start
         if progress:
             progress(done, len(items), elapsed)
-        log.info("embed: %d/%d passages, %.0f/s, ETA %.0fs", done, len(items),
-                 done / max(elapsed, 1e-9), (len(items) - done) / max(done / max(elapsed, 1e-9), 1e-9))
+        log.info(
+            "embed: %d/%d passages, %.0f/s, ETA %.0fs",
+            done,
+            len(items),
+            done / max(elapsed, 1e-9),
+            (len(items) - done) / max(done / max(elapsed, 1e-9), 1e-9),
+        )
     return EmbedStats(
-        passages=len(texts), unique_texts=unique, cached=unique - len(items),
-        embedded=len(items), seconds=time.perf_counter() - start,
+        passages=len(texts),
+        unique_texts=unique,
+        cached=unique - len(items),
+        embedded=len(items),
+        seconds=time.perf_counter() - start,
     )
 
 
 def describe(info: ModelInfo) -> dict[str, Any]:
     return {
-        "model": info.name, "dim": info.dim, "full_dim": info.full_dim, "model_key": info.key,
-        "languages": list(info.languages), "query_template": info.query_template, "task": info.task,
+        "model": info.name,
+        "dim": info.dim,
+        "full_dim": info.full_dim,
+        "model_key": info.key,
+        "languages": list(info.languages),
+        "query_template": info.query_template,
+        "task": info.task,
     }

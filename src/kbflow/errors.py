@@ -6,6 +6,8 @@ anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class KbflowError(Exception):
     """Base class: a problem the user can act on. ``exit_code`` is what the CLI returns."""
@@ -30,7 +32,7 @@ class ValidationFailed(KbflowError):
 
     exit_code = 3
 
-    def __init__(self, message: str, failures: list[dict[str, object]] | None = None) -> None:
+    def __init__(self, message: str, failures: list[dict[str, Any]] | None = None) -> None:
         super().__init__(message)
         self.failures = failures or []
 

@@ -34,9 +34,15 @@ def load_golden(path: Path, split: str | None = None) -> list[GoldenQuery]:
             continue
         try:
             obj = json.loads(line)
-            q = GoldenQuery(str(obj["query"]), tuple(str(x) for x in obj.get("expected") or []), obj.get("split"))
+            q = GoldenQuery(
+                str(obj["query"]),
+                tuple(str(x) for x in obj.get("expected") or []),
+                obj.get("split"),
+            )
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise ConfigError(f"{path}:{n}: not a golden query ({exc}); expected {{\"query\", \"expected\": [ids]}}") from exc
+            raise ConfigError(
+                f'{path}:{n}: not a golden query ({exc}); expected {{"query", "expected": [ids]}}'
+            ) from exc
         if split is None or q.split == split:
             out.append(q)
     if not out:
@@ -80,7 +86,14 @@ def evaluate(
             ranks.append(rank)
             top_in.append(top)
             if rank != 1 and len(failures) < 50:
-                failures.append({"query": q.query, "expected": list(q.expected), "got": ranked[:3], "rank": rank})
+                failures.append(
+                    {
+                        "query": q.query,
+                        "expected": list(q.expected),
+                        "got": ranked[:3],
+                        "rank": rank,
+                    }
+                )
         else:
             top_out.append(top)
     n = len(ranks)

@@ -16,6 +16,8 @@ import unicodedata
 from dataclasses import dataclass
 from datetime import date, datetime
 
+from kbflow.normalize import nfkc
+
 log = logging.getLogger(__name__)
 
 __all__ = ["ExpiryHit", "find_expiry", "find_not_yet_effective", "parse_date"]
@@ -57,7 +59,10 @@ _YEAR_RE = re.compile(r"(?<!\d)(?:19|20|21)\d{2}(?!\d)")
 
 # Forms that start at the year: (pattern, precision).
 _FORWARD_FORMS = [
-    (re.compile(r"(?P<y>\d{4})\s*年\s*(?P<m>\d{1,2})\s*月\s*(?P<d>\d{1,2})(?:\s*[日号]|(?!\d))"), "day"),
+    (
+        re.compile(r"(?P<y>\d{4})\s*年\s*(?P<m>\d{1,2})\s*月\s*(?P<d>\d{1,2})(?:\s*[日号]|(?!\d))"),
+        "day",
+    ),
     (re.compile(r"(?P<y>\d{4})\s*年\s*(?P<m>\d{1,2})\s*月(?!\s*\d)"), "month"),
     (re.compile(r"(?P<y>\d{4})\s*年\s*(?:年底|年末|底|末)"), "year_end"),
     (re.compile(r"(?<!\.)(?P<y>\d{4})([-/.])(?P<m>\d{1,2})\2(?P<d>\d{1,2})(?!\d|\.\d)"), "day"),
@@ -66,7 +71,12 @@ _FORWARD_FORMS = [
 # English forms that end at the year, searched in a short window before it.
 _BACKWARD_FORMS = [
     (re.compile(rf"\b(?P<mon>{_MON})\s+(?P<d>\d{{1,2}}){_ORD},?\s+(?P<y>\d{{4}})$", re.I), "day"),
-    (re.compile(rf"(?<!\d)(?P<d>\d{{1,2}}){_ORD}\s+(?:of\s+)?(?P<mon>{_MON}),?\s+(?P<y>\d{{4}})$", re.I), "day"),
+    (
+        re.compile(
+            rf"(?<!\d)(?P<d>\d{{1,2}}){_ORD}\s+(?:of\s+)?(?P<mon>{_MON}),?\s+(?P<y>\d{{4}})$", re.I
+        ),
+        "day",
+    ),
     (re.compile(rf"\b(?P<mon>{_MON}),?\s+(?P<y>\d{{4}})$", re.I), "month"),
 ]
 _BACKWARD_WINDOW = 32
@@ -98,33 +108,35 @@ def _make_date(m: re.Match[str], precision: str) -> _Date | None:
         month = _MONTHS[mon.lower()[:3]] if mon else int(g["m"])
         if precision == "month":
             last = calendar.monthrange(year, month)[1]
-            return _Date(m.start(), m.end(), date(year, month, 1), date(year, month, last), precision)
+            return _Date(
+                m.start(), m.end(), date(year, month, 1), date(year, month, last), precision
+            )
         day = date(year, month, int(g["d"]))
         return _Date(m.start(), m.end(), day, day, precision)
     except (ValueError, KeyError, calendar.IllegalMonthError):
         return None  # 2025年2月30日, month 13: not a date
 
 
+def _date_at(text: str, s: int, e: int) -> _Date | None:
+    """The date whose year is ``text[s:e]``, if the year is part of one."""
+    for rx, precision in _FORWARD_FORMS:
+        if (m := rx.match(text, s)) is not None:
+            return _make_date(m, precision)
+    for rx, precision in _BACKWARD_FORMS:
+        if (m := rx.search(text, max(0, s - _BACKWARD_WINDOW), e)) is not None:
+            return _make_date(m, precision)
+    for rx, precision in _YEAR_FORMS:
+        if (m := rx.match(text, s)) is not None:
+            return _make_date(m, precision)
+    return None
+
+
 def _dates(text: str, years: list[tuple[int, int]]) -> list[_Date]:
     """Dates in ``text`` around the given year spans, in text order; impossible ones dropped."""
     out: list[_Date] = []
     for s, e in years:
-        m: re.Match[str] | None = None
-        precision = ""
-        for rx, precision in _FORWARD_FORMS:
-            if (m := rx.match(text, s)) is not None:
-                break
-        else:
-            for rx, precision in _BACKWARD_FORMS:
-                if (m := rx.search(text, max(0, s - _BACKWARD_WINDOW), e)) is not None:
-                    break
-            else:
-                for rx, precision in _YEAR_FORMS:
-                    if (m := rx.match(text, s)) is not None:
-                        break
-        if m is not None and (d := _make_date(m, precision)) is not None:
-            if out and d.start < out[-1].end:  # overlapping reading of the same text
-                continue
+        d = _date_at(text, s, e)
+        if d is not None and not (out and d.start < out[-1].end):
             out.append(d)
     return out
 
@@ -211,9 +223,11 @@ _EFF_PREFIX_WINDOW = 48
 
 def _scan(text: str) -> tuple[str, list[tuple[int, int]]] | None:
     """NFKC text and its year spans, or ``None`` when it names no year (most entries)."""
-    if not text or _YEAR_RE.search(text) is None:
+    if not text:
         return None
-    text = unicodedata.normalize("NFKC", text)
+    text = nfkc(text)  # cheap when already normalised (the clean stage passes normalised text)
+    if _YEAR_RE.search(text) is None:
+        return None
     years = [m.span() for m in _YEAR_RE.finditer(text)]
     return (text, years) if years else None
 
@@ -227,7 +241,11 @@ def _deadlines(text: str, years: list[tuple[int, int]]) -> list[tuple[date, str,
             continue
         start: int | None = None
         end = d.end
-        if (mp := _DEADLINE_PREFIX_RE.search(text, max(0, d.start - _DEADLINE_PREFIX_WINDOW), d.start)) is not None:
+        if (
+            mp := _DEADLINE_PREFIX_RE.search(
+                text, max(0, d.start - _DEADLINE_PREFIX_WINDOW), d.start
+            )
+        ) is not None:
             start = mp.start()
         if (ms := _DEADLINE_SUFFIX_RE.match(text, d.end)) is not None:
             start, end = (d.start if start is None else start), ms.end()
@@ -257,15 +275,14 @@ def _effective_starts(text: str, years: list[tuple[int, int]]) -> list[tuple[dat
     for d in _dates(text, years):
         pre = _EFF_CN_PREFIX_RE.search(text, max(0, d.start - 6), d.start)
         start = pre.start() if pre is not None else d.start
-        if (ms := _EFF_CN_SUFFIX_RE.match(text, d.end)) is not None:
+        ms = _EFF_CN_SUFFIX_RE.match(text, d.end)
+        if ms is None and pre is not None and text[pre.start()] in "自从":
+            ms = _EFF_FROM_SUFFIX_RE.match(text, d.end)  # "自<date>起" alone
+        if ms is not None:
             starts.append((d.first, text[start : ms.end()].strip()))
         elif (
-            pre is not None
-            and text[pre.start()] in "自从"
-            and (ms := _EFF_FROM_SUFFIX_RE.match(text, d.end)) is not None
-        ):
-            starts.append((d.first, text[start : ms.end()].strip()))
-        elif (me := _EFF_EN_PREFIX_RE.search(text, max(0, d.start - _EFF_PREFIX_WINDOW), d.start)) is not None:
+            me := _EFF_EN_PREFIX_RE.search(text, max(0, d.start - _EFF_PREFIX_WINDOW), d.start)
+        ) is not None:
             starts.append((d.first, text[me.start() : d.end].strip()))
     return starts
 

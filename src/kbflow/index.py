@@ -104,17 +104,29 @@ def build_version(
     factory = choose_factory(n, settings)
     write_table(passages, work / "passages.parquet", PASSAGE)
     np.save(work / "vectors.npy", vectors.astype(np.float32), allow_pickle=False)
-    dense = build_dense(vectors, np.asarray(passages.column("faiss_id").to_pylist(), dtype=np.int64), factory)
+    dense = build_dense(
+        vectors, np.asarray(passages.column("faiss_id").to_pylist(), dtype=np.int64), factory
+    )
     _write_faiss(dense, work / "dense.faiss")
-    bm25 = Bm25Index.build(passages.column("text").to_pylist())
+    bm25 = Bm25Index.build(passages.column("text").to_pylist(), settings.bm25_k1, settings.bm25_b)
     bm25.save(work / "bm25")
     manifest = {
         **manifest,
         "version": version,
-        "index": {"factory": factory, "metric": "inner_product", "dim": int(vectors.shape[1]),
-                  "bm25": {"k1": 1.2, "b": 0.75, "tokenizer": "jieba words + CJK char unigrams and bigrams; lower-cased latin words"}},
+        "index": {
+            "factory": factory,
+            "metric": "inner_product",
+            "dim": int(vectors.shape[1]),
+            "bm25": {
+                "k1": settings.bm25_k1,
+                "b": settings.bm25_b,
+                "tokenizer": "jieba words + CJK char unigrams and bigrams; lower-cased latin words",
+            },
+        },
     }
-    atomic_write_text(work / MANIFEST, json.dumps(manifest, ensure_ascii=False, indent=2, default=str))
+    atomic_write_text(
+        work / MANIFEST, json.dumps(manifest, ensure_ascii=False, indent=2, default=str)
+    )
     _fsync_tree(work)
     os.rename(work, final)
     fsync_dir(indexes_dir)
@@ -132,7 +144,9 @@ def read_manifest(version_dir: Path) -> dict[str, Any]:
 def update_manifest(version_dir: Path, **fields: Any) -> dict[str, Any]:
     manifest = read_manifest(version_dir)
     manifest.update(fields)
-    atomic_write_text(version_dir / MANIFEST, json.dumps(manifest, ensure_ascii=False, indent=2, default=str))
+    atomic_write_text(
+        version_dir / MANIFEST, json.dumps(manifest, ensure_ascii=False, indent=2, default=str)
+    )
     return manifest
 
 

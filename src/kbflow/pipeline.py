@@ -17,23 +17,37 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from kbflow import __version__, catalog
+from kbflow.calibrate import calibrate_index
 from kbflow.chunk import chunk_entries
 from kbflow.clean import clean_rows
 from kbflow.contracts import (
-    CLEAN_ENTRY, DEDUP_MERGE, OUTCOMES, PASSAGE, QUARANTINE_ROW, RAW_ROW, ROW_OUTCOME, STALE_ENTRY,
-    read_table, table_from_rows, write_table,
+    CLEAN_ENTRY,
+    DEDUP_MERGE,
+    OUTCOMES,
+    PASSAGE,
+    QUARANTINE_ROW,
+    RAW_ROW,
+    ROW_OUTCOME,
+    STALE_ENTRY,
+    read_table,
+    table_from_rows,
+    write_table,
 )
-from kbflow.embed import EmbeddingCache, describe, embed_missing, make_embedder, text_hash
+from kbflow.embed import EmbeddingCache, describe, embed_missing, make_embedder
 from kbflow.errors import AccountingError, KbflowError
 from kbflow.home import DataHome, atomic_write_text
-from kbflow.index import build_version, clean_stale_builds, new_version_id, read_manifest, update_manifest
+from kbflow.index import (
+    build_version,
+    clean_stale_builds,
+    new_version_id,
+    read_manifest,
+    update_manifest,
+)
 from kbflow.publish import current_version, live_version_dir, publish_version
-from kbflow.calibrate import calibrate_index
 from kbflow.settings import Settings
 from kbflow.sources import discover_export, land_export, read_export
 from kbflow.validate import validate_rows
@@ -43,7 +57,9 @@ log = logging.getLogger(__name__)
 MARKER = "_SUCCESS.json"
 
 
-def _stage(home: DataHome, run_id: str, stage: str, fn: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
+def _stage(
+    home: DataHome, run_id: str, stage: str, fn: Callable[[Path], dict[str, Any]]
+) -> dict[str, Any]:
     """Run ``fn(stage_dir)`` unless the stage already completed for this run."""
     folder = home.stage_dir(run_id, stage)
     marker = folder / MARKER
@@ -60,32 +76,57 @@ def _stage(home: DataHome, run_id: str, stage: str, fn: Callable[[Path], dict[st
 def settings_fingerprint(settings: Settings) -> str:
     """Hash of every setting that changes what a version contains."""
     parts = {
-        "clean": settings.clean.model_dump(), "chunk": settings.chunk.model_dump(),
-        "embed": {k: v for k, v in settings.embed.model_dump().items() if k in ("backend", "model", "dim", "query_instruction")},
-        "index": settings.index.model_dump(exclude={"keep_versions"}), "code": __version__,
+        "clean": settings.clean.model_dump(),
+        "chunk": settings.chunk.model_dump(),
+        "embed": {
+            k: v
+            for k, v in settings.embed.model_dump().items()
+            if k in ("backend", "model", "dim", "query_instruction")
+        },
+        "index": settings.index.model_dump(exclude={"keep_versions"}),
+        "code": __version__,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
 # --- run bookkeeping -------------------------------------------------------------------------
 
-def start_run(home: DataHome, run_id: str, run_date: date, flow: str = "kb-nightly") -> dict[str, Any]:
+
+def start_run(
+    home: DataHome, run_id: str, run_date: date, flow: str = "kb-nightly"
+) -> dict[str, Any]:
     removed = clean_stale_builds(home.indexes)
     if removed:
-        log.warning("removed half-built versions left by an interrupted run: %s", ", ".join(removed))
+        log.warning(
+            "removed half-built versions left by an interrupted run: %s", ", ".join(removed)
+        )
     catalog.open_run(home.catalog_path, run_id, flow, run_date)
-    return {"run_id": run_id, "run_date": run_date.isoformat(), "live_version": current_version(home.indexes)}
+    return {
+        "run_id": run_id,
+        "run_date": run_date.isoformat(),
+        "live_version": current_version(home.indexes),
+    }
 
 
-def finish_run(home: DataHome, run_id: str, status: str, summary: dict[str, Any], message: str | None = None) -> dict[str, Any]:
+def finish_run(
+    home: DataHome, run_id: str, status: str, summary: dict[str, Any], message: str | None = None
+) -> dict[str, Any]:
     summary = {**summary, "run_id": run_id, "status": status}
     if message:
         summary["message"] = message
     catalog.close_run(
-        home.catalog_path, run_id, status, summary,
-        snapshot_id=summary.get("snapshot_id"), version=summary.get("version"), message=message,
+        home.catalog_path,
+        run_id,
+        status,
+        summary,
+        snapshot_id=summary.get("snapshot_id"),
+        version=summary.get("version"),
+        message=message,
     )
-    atomic_write_text(home.run_dir(run_id) / "summary.json", json.dumps(summary, ensure_ascii=False, indent=2, default=str))
+    atomic_write_text(
+        home.run_dir(run_id) / "summary.json",
+        json.dumps(summary, ensure_ascii=False, indent=2, default=str),
+    )
     return summary
 
 
@@ -97,15 +138,30 @@ def live_manifest(home: DataHome) -> dict[str, Any] | None:
 
 # --- 1. pull ---------------------------------------------------------------------------------
 
+
 def pull_stage(home: DataHome, run_id: str, source: str) -> dict[str, Any]:
     def run(folder: Path) -> dict[str, Any]:
         landed = land_export(source, home.raw)
-        files = [{"name": f.name, "sha256": f.sha256, "size": f.size, "format": f.format} for f in landed.files]
-        catalog.record_export(home.catalog_path, landed.snapshot_id, landed.snapshot_sha256, source, files)
-        log.info("pull: snapshot %s, %d files, %s", landed.snapshot_id, len(files),
-                 "already landed" if landed.already_landed else "landed")
-        return {"snapshot_id": landed.snapshot_id, "snapshot_sha256": landed.snapshot_sha256,
-                "root": str(landed.root), "files": files, "already_landed": landed.already_landed}
+        files = [
+            {"name": f.name, "sha256": f.sha256, "size": f.size, "format": f.format}
+            for f in landed.files
+        ]
+        catalog.record_export(
+            home.catalog_path, landed.snapshot_id, landed.snapshot_sha256, source, files
+        )
+        log.info(
+            "pull: snapshot %s, %d files, %s",
+            landed.snapshot_id,
+            len(files),
+            "already landed" if landed.already_landed else "landed",
+        )
+        return {
+            "snapshot_id": landed.snapshot_id,
+            "snapshot_sha256": landed.snapshot_sha256,
+            "root": str(landed.root),
+            "files": files,
+            "already_landed": landed.already_landed,
+        }
 
     return _stage(home, run_id, "pull", run)
 
@@ -116,7 +172,10 @@ def discover(source: str) -> list[str]:
 
 # --- 2. validate -----------------------------------------------------------------------------
 
-def validate_stage(home: DataHome, run_id: str, pulled: dict[str, Any], settings: Settings) -> dict[str, Any]:
+
+def validate_stage(
+    home: DataHome, run_id: str, pulled: dict[str, Any], settings: Settings
+) -> dict[str, Any]:
     def run(folder: Path) -> dict[str, Any]:
         from kbflow.sources import ExportFile
 
@@ -125,12 +184,16 @@ def validate_stage(home: DataHome, run_id: str, pulled: dict[str, Any], settings
         live = live_manifest(home)
         live_entries = live["counts"]["entries"] if live else None
         write_table(read.rows, folder / "rows.parquet", RAW_ROW)
-        result = validate_rows(read.rows, settings.validation, live_entries, parse_quarantine=read.quarantine)
+        result = validate_rows(
+            read.rows, settings.validation, live_entries, parse_quarantine=read.quarantine
+        )
         write_table(result.valid, folder / "valid.parquet", RAW_ROW)
         write_table(result.quarantine, folder / "quarantine.parquet", QUARANTINE_ROW)
         write_table(result.outcomes, folder / "outcomes.parquet", ROW_OUTCOME)
         write_table(result.merges, folder / "merges.parquet", DEDUP_MERGE)
-        (folder / "expectations.json").write_text(json.dumps(result.expectations, indent=2), encoding="utf-8")
+        (folder / "expectations.json").write_text(
+            json.dumps(result.expectations, indent=2), encoding="utf-8"
+        )
         return {**result.counts, "encodings": read.encodings, "expectations": result.expectations}
 
     return _stage(home, run_id, "validate", run)
@@ -139,11 +202,23 @@ def validate_stage(home: DataHome, run_id: str, pulled: dict[str, Any], settings
 def record_failed_validation(home: DataHome, run_id: str, pulled: dict[str, Any]) -> None:
     """After a batch-level failure, keep the parsed rows' quarantine visible in the catalog."""
     folder = home.stage_dir(run_id, "validate")
-    q = read_table(folder / "quarantine.parquet", QUARANTINE_ROW) if (folder / "quarantine.parquet").is_file() else QUARANTINE_ROW.empty_table()
-    catalog.record_row_facts(home.catalog_path, run_id, ROW_OUTCOME.empty_table(), q, DEDUP_MERGE.empty_table(), STALE_ENTRY.empty_table())
+    q = (
+        read_table(folder / "quarantine.parquet", QUARANTINE_ROW)
+        if (folder / "quarantine.parquet").is_file()
+        else QUARANTINE_ROW.empty_table()
+    )
+    catalog.record_row_facts(
+        home.catalog_path,
+        run_id,
+        ROW_OUTCOME.empty_table(),
+        q,
+        DEDUP_MERGE.empty_table(),
+        STALE_ENTRY.empty_table(),
+    )
 
 
 # --- 3. clean --------------------------------------------------------------------------------
+
 
 def clean_stage(home: DataHome, run_id: str, run_date: date, settings: Settings) -> dict[str, Any]:
     def run(folder: Path) -> dict[str, Any]:
@@ -160,6 +235,7 @@ def clean_stage(home: DataHome, run_id: str, run_date: date, settings: Settings)
 
 # --- 4. chunk --------------------------------------------------------------------------------
 
+
 def chunk_stage(home: DataHome, run_id: str, settings: Settings) -> dict[str, Any]:
     def run(folder: Path) -> dict[str, Any]:
         entries = read_table(home.stage_dir(run_id, "clean") / "entries.parquet", CLEAN_ENTRY)
@@ -167,7 +243,8 @@ def chunk_stage(home: DataHome, run_id: str, settings: Settings) -> dict[str, An
         write_table(passages, folder / "passages.parquet", PASSAGE)
         kinds = pc.value_counts(passages.column("kind")).to_pylist() if passages.num_rows else []
         return {
-            "entries": entries.num_rows, "passages": passages.num_rows,
+            "entries": entries.num_rows,
+            "passages": passages.num_rows,
             "by_kind": {k["values"]: k["counts"] for k in kinds},
             "fingerprint": passages_fingerprint(passages),
         }
@@ -176,11 +253,19 @@ def chunk_stage(home: DataHome, run_id: str, settings: Settings) -> dict[str, An
 
 
 def passages_fingerprint(passages: pa.Table) -> str:
-    pairs = sorted(zip(passages.column("passage_id").to_pylist(), passages.column("text_hash").to_pylist(),
-                       passages.column("display").to_pylist(), strict=True))
+    pairs = sorted(
+        zip(
+            passages.column("passage_id").to_pylist(),
+            passages.column("text_hash").to_pylist(),
+            passages.column("display").to_pylist(),
+            strict=True,
+        )
+    )
     h = hashlib.sha256()
     for pid, th, disp in pairs:
-        h.update(f"{pid}\x1f{th}\x1f{hashlib.sha256((disp or '').encode()).hexdigest()}\x1e".encode())
+        h.update(
+            f"{pid}\x1f{th}\x1f{hashlib.sha256((disp or '').encode()).hexdigest()}\x1e".encode()
+        )
     return h.hexdigest()
 
 
@@ -196,24 +281,48 @@ def is_unchanged(home: DataHome, chunked: dict[str, Any], settings: Settings) ->
 
 # --- 5. embed --------------------------------------------------------------------------------
 
+
 def embed_stage(home: DataHome, run_id: str, settings: Settings) -> dict[str, Any]:
     def run(folder: Path) -> dict[str, Any]:
         passages = read_table(home.stage_dir(run_id, "chunk") / "passages.parquet", PASSAGE)
         embedder = make_embedder(settings.embed)
         cache = EmbeddingCache(home.embeddings, embedder.info.key, embedder.info.dim)
-        stats = embed_missing(passages.column("text").to_pylist(), passages.column("text_hash").to_pylist(), embedder, cache)
-        log.info("embed: %d passages, %d unique texts, %d cached, %d embedded (%.0f/s)",
-                 stats.passages, stats.unique_texts, stats.cached, stats.embedded, stats.per_second)
-        return {"passages": stats.passages, "unique_texts": stats.unique_texts, "cached": stats.cached,
-                "embedded": stats.embedded, "per_second": round(stats.per_second, 1), "model": describe(embedder.info)}
+        stats = embed_missing(
+            passages.column("text").to_pylist(),
+            passages.column("text_hash").to_pylist(),
+            embedder,
+            cache,
+        )
+        log.info(
+            "embed: %d passages, %d unique texts, %d cached, %d embedded (%.0f/s)",
+            stats.passages,
+            stats.unique_texts,
+            stats.cached,
+            stats.embedded,
+            stats.per_second,
+        )
+        return {
+            "passages": stats.passages,
+            "unique_texts": stats.unique_texts,
+            "cached": stats.cached,
+            "embedded": stats.embedded,
+            "per_second": round(stats.per_second, 1),
+            "model": describe(embedder.info),
+        }
 
     return _stage(home, run_id, "embed", run)
 
 
 # --- 6. index --------------------------------------------------------------------------------
 
+
 def index_stage(
-    home: DataHome, run_id: str, run_date: date, pulled: dict[str, Any], embedded: dict[str, Any], settings: Settings,
+    home: DataHome,
+    run_id: str,
+    run_date: date,
+    pulled: dict[str, Any],
+    embedded: dict[str, Any],
+    settings: Settings,
 ) -> dict[str, Any]:
     def run(folder: Path) -> dict[str, Any]:
         passages = read_table(home.stage_dir(run_id, "chunk") / "passages.parquet", PASSAGE)
@@ -224,28 +333,47 @@ def index_stage(
         version = new_version_id(run_id)
         entries = len(set(passages.column("entry_id").to_pylist()))
         manifest = {
-            "run_id": run_id, "run_date": run_date.isoformat(), "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "status": "built", "snapshot_id": pulled["snapshot_id"], "source_files": pulled["files"],
-            "embedding": info, "settings": {"clean": settings.clean.model_dump(), "chunk": settings.chunk.model_dump(),
-                                            "index": settings.index.model_dump()},
-            "settings_fingerprint": settings_fingerprint(settings), "passages_fingerprint": chunk_summary["fingerprint"],
-            "counts": {"entries": entries, "passages": passages.num_rows}, "code_version": __version__,
+            "run_id": run_id,
+            "run_date": run_date.isoformat(),
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "status": "built",
+            "snapshot_id": pulled["snapshot_id"],
+            "source_files": pulled["files"],
+            "embedding": info,
+            "settings": {
+                "clean": settings.clean.model_dump(),
+                "chunk": settings.chunk.model_dump(),
+                "index": settings.index.model_dump(),
+            },
+            "settings_fingerprint": settings_fingerprint(settings),
+            "passages_fingerprint": chunk_summary["fingerprint"],
+            "counts": {"entries": entries, "passages": passages.num_rows},
+            "code_version": __version__,
         }
         vdir = build_version(home.indexes, version, passages, vectors, manifest, settings.index)
         cal = calibrate_index(vdir, settings, info)
         update_manifest(vdir, calibration=cal)
         catalog.record_version(home.catalog_path, read_manifest(vdir))
-        return {"version": version, "path": str(vdir), "passages": passages.num_rows, "entries": entries, "calibration": cal}
+        return {
+            "version": version,
+            "path": str(vdir),
+            "passages": passages.num_rows,
+            "entries": entries,
+            "calibration": cal,
+        }
 
     return _stage(home, run_id, "index", run)
 
 
 # --- 7. publish ------------------------------------------------------------------------------
 
+
 def publish_stage(home: DataHome, run_id: str, version: str, settings: Settings) -> dict[str, Any]:
     def run(folder: Path) -> dict[str, Any]:
         vdir = home.indexes / version
-        update_manifest(vdir, status="published", published_at=datetime.now(UTC).isoformat(timespec="seconds"))
+        update_manifest(
+            vdir, status="published", published_at=datetime.now(UTC).isoformat(timespec="seconds")
+        )
         previous = publish_version(home.indexes, version, settings.index.keep_versions)
         catalog.record_publish_event(home.catalog_path, "publish", version, previous, run_id)
         return {"version": version, "previous": previous}
@@ -255,12 +383,16 @@ def publish_stage(home: DataHome, run_id: str, version: str, settings: Settings)
 
 # --- 8. account ------------------------------------------------------------------------------
 
-def account_stage(home: DataHome, run_id: str, pulled: dict[str, Any], indexed_status: str = "indexed") -> dict[str, Any]:
+
+def account_stage(
+    home: DataHome, run_id: str, pulled: dict[str, Any], indexed_status: str = "indexed"
+) -> dict[str, Any]:
     """Combine every stage's row outcomes, check each input row has exactly one, store them.
 
     ``indexed_status`` is what canonical published rows count as ("indexed"). Raises
     ``AccountingError`` when the outcomes do not sum to the input rows.
     """
+
     def run(folder: Path) -> dict[str, Any]:
         vdir = home.stage_dir(run_id, "validate")
         cdir = home.stage_dir(run_id, "clean")
@@ -269,8 +401,16 @@ def account_stage(home: DataHome, run_id: str, pulled: dict[str, Any], indexed_s
         v_out = read_table(vdir / "outcomes.parquet", ROW_OUTCOME)
         c_out = read_table(cdir / "outcomes.parquet", ROW_OUTCOME)
         q_out = table_from_rows(
-            [{"row_id": r["row_id"], "entry_id": r["entry_id"], "outcome": "quarantined", "reason": r["expectation"], "detail": r["detail"]}
-             for r in quarantine.to_pylist()],
+            [
+                {
+                    "row_id": r["row_id"],
+                    "entry_id": r["entry_id"],
+                    "outcome": "quarantined",
+                    "reason": r["expectation"],
+                    "detail": r["detail"],
+                }
+                for r in quarantine.to_pylist()
+            ],
             ROW_OUTCOME,
         )
         outcomes = pa.concat_tables([q_out, v_out, c_out])
@@ -282,13 +422,20 @@ def account_stage(home: DataHome, run_id: str, pulled: dict[str, Any], indexed_s
         if len(ids) != n_input:
             seen = set(ids)
             missing = [r for r in rows.column("row_id").to_pylist() if r not in seen][:5]
-            raise AccountingError(f"{n_input} input rows but {len(ids)} outcomes (e.g. no outcome for rows {missing})")
+            raise AccountingError(
+                f"{n_input} input rows but {len(ids)} outcomes (e.g. no outcome for rows {missing})"
+            )
         counts = {o: 0 for o in OUTCOMES}
         for o in outcomes.column("outcome").to_pylist():
             counts[o] += 1
         if sum(counts.values()) != n_input:
             raise AccountingError(f"outcomes {counts} do not sum to {n_input} input rows")
-        merges = pa.concat_tables([read_table(vdir / "merges.parquet", DEDUP_MERGE), read_table(cdir / "merges.parquet", DEDUP_MERGE)])
+        merges = pa.concat_tables(
+            [
+                read_table(vdir / "merges.parquet", DEDUP_MERGE),
+                read_table(cdir / "merges.parquet", DEDUP_MERGE),
+            ]
+        )
         stale = read_table(cdir / "stale.parquet", STALE_ENTRY)
         write_table(outcomes, folder / "outcomes.parquet", ROW_OUTCOME)
         catalog.record_row_facts(home.catalog_path, run_id, outcomes, quarantine, merges, stale)
@@ -310,7 +457,11 @@ def retired_entries(home: DataHome, run_id: str) -> list[str]:
         return []
     import pyarrow.parquet as pq
 
-    old = set(pq.read_table(home.indexes / live / "passages.parquet", columns=["entry_id"]).column("entry_id").to_pylist())
+    old = set(
+        pq.read_table(home.indexes / live / "passages.parquet", columns=["entry_id"])
+        .column("entry_id")
+        .to_pylist()
+    )
     rows = read_table(home.stage_dir(run_id, "validate") / "rows.parquet", RAW_ROW)
     now = {i.strip() for i in rows.column("id").to_pylist() if i}
     return sorted(old - now)
@@ -322,12 +473,24 @@ def error_status(exc: BaseException) -> str:
 
 
 __all__ = [
-    "KbflowError", "account_stage", "chunk_stage", "clean_stage", "embed_stage", "finish_run", "index_stage",
-    "is_unchanged", "publish_stage", "pull_stage", "retired_entries", "start_run", "validate_stage",
+    "KbflowError",
+    "account_stage",
+    "chunk_stage",
+    "clean_stage",
+    "embed_stage",
+    "finish_run",
+    "index_stage",
+    "is_unchanged",
+    "publish_stage",
+    "pull_stage",
+    "retired_entries",
+    "start_run",
+    "validate_stage",
 ]
 
 
 # --- 9. report -------------------------------------------------------------------------------
+
 
 def _marker(home: DataHome, run_id: str, stage: str) -> dict[str, Any] | None:
     path = home.run_dir(run_id) / stage / MARKER
@@ -338,14 +501,19 @@ def _maybe(path: Path, schema: pa.Schema) -> pa.Table | None:
     return read_table(path, schema) if path.is_file() else None
 
 
-def report_stage(home: DataHome, run_id: str, run_date: date, status: str, message: str | None = None) -> dict[str, Any]:
+def report_stage(
+    home: DataHome, run_id: str, run_date: date, status: str, message: str | None = None
+) -> dict[str, Any]:
     """Assemble the run summary from the stage markers, write the HTML report, close the run.
 
     Returns the summary the CLI prints: ``run_id``, ``status``, ``version``, ``rows``
     (input/indexed/duplicate/stale/unpublished/quarantined), ``embedded``, ``cached``,
     ``retired``, ``report`` and ``timings``.
     """
-    m = {s: _marker(home, run_id, s) for s in ("pull", "validate", "clean", "chunk", "embed", "index", "publish", "account")}
+    m = {
+        s: _marker(home, run_id, s)
+        for s in ("pull", "validate", "clean", "chunk", "embed", "index", "publish", "account")
+    }
     account = m["account"] or {}
     rows = {k: account.get(k, 0) for k in ("input", *OUTCOMES)}
     if not account and m["validate"]:
@@ -358,11 +526,19 @@ def report_stage(home: DataHome, run_id: str, run_date: date, status: str, messa
     retired = json.loads(retired_path.read_text()) if retired_path.is_file() else []
     version = publish.get("version") or (live if status == "unchanged" else index.get("version"))
     summary: dict[str, Any] = {
-        "run_id": run_id, "status": status, "version": version, "run_date": run_date.isoformat(),
-        "previous_version": publish.get("previous"), "snapshot_id": (m["pull"] or {}).get("snapshot_id"),
-        "rows": rows, "embedded": (m["embed"] or {}).get("embedded", 0), "cached": (m["embed"] or {}).get("cached", 0),
-        "embed_per_second": (m["embed"] or {}).get("per_second"), "model_key": ((m["embed"] or {}).get("model") or {}).get("model_key"),
-        "retired": len(retired), "calibration": index.get("calibration"),
+        "run_id": run_id,
+        "status": status,
+        "version": version,
+        "run_date": run_date.isoformat(),
+        "previous_version": publish.get("previous"),
+        "snapshot_id": (m["pull"] or {}).get("snapshot_id"),
+        "rows": rows,
+        "embedded": (m["embed"] or {}).get("embedded", 0),
+        "cached": (m["embed"] or {}).get("cached", 0),
+        "embed_per_second": (m["embed"] or {}).get("per_second"),
+        "model_key": ((m["embed"] or {}).get("model") or {}).get("model_key"),
+        "retired": len(retired),
+        "calibration": index.get("calibration"),
         "timings": {s: v["seconds"] for s, v in m.items() if v and "seconds" in v},
     }
     if message:
@@ -375,19 +551,31 @@ def report_stage(home: DataHome, run_id: str, run_date: date, status: str, messa
         prev_cal = read_manifest(home.indexes / publish["previous"]).get("calibration")
     from kbflow.report import write_nightly_report
 
-    merges = [t for t in (_maybe(vdir / "merges.parquet", DEDUP_MERGE), _maybe(cdir / "merges.parquet", DEDUP_MERGE)) if t is not None]
+    merges = [
+        t
+        for t in (
+            _maybe(vdir / "merges.parquet", DEDUP_MERGE),
+            _maybe(cdir / "merges.parquet", DEDUP_MERGE),
+        )
+        if t is not None
+    ]
     write_nightly_report(
-        report_path, summary,
+        report_path,
+        summary,
         quarantine=_maybe(vdir / "quarantine.parquet", QUARANTINE_ROW),
         merges=pa.concat_tables(merges) if merges else None,
-        stale=_maybe(cdir / "stale.parquet", STALE_ENTRY), retired=retired, previous_calibration=prev_cal,
+        stale=_maybe(cdir / "stale.parquet", STALE_ENTRY),
+        retired=retired,
+        previous_calibration=prev_cal,
     )
     return finish_run(home, run_id, status, summary, message)
 
 
 def record_retired(home: DataHome, run_id: str) -> int:
     retired = retired_entries(home, run_id)
-    atomic_write_text(home.run_dir(run_id) / "retired.json", json.dumps(retired, ensure_ascii=False))
+    atomic_write_text(
+        home.run_dir(run_id) / "retired.json", json.dumps(retired, ensure_ascii=False)
+    )
     return len(retired)
 
 

@@ -82,9 +82,15 @@ def rollback(indexes_dir: Path, target: str | None = None) -> tuple[str, str]:
         raise NoLiveVersion("nothing to roll back: no version is live")
     history = _history(indexes_dir)
     if target is None:
-        earlier = [v for v in history[: history.index(live)] if (indexes_dir / v / MANIFEST).is_file()] if live in history else []
+        earlier = (
+            [v for v in history[: history.index(live)] if (indexes_dir / v / MANIFEST).is_file()]
+            if live in history
+            else []
+        )
         if not earlier:
-            raise IndexError_(f"{live} is the oldest kept version; there is nothing to roll back to")
+            raise IndexError_(
+                f"{live} is the oldest kept version; there is nothing to roll back to"
+            )
         target = earlier[-1]
     version_dir(indexes_dir, target)
     new_history = [v for v in history if v not in (target, live)] + [live, target]
@@ -114,9 +120,12 @@ def list_versions(indexes_dir: Path) -> list[VersionInfo]:
         m: dict[str, Any] = json.loads((p / MANIFEST).read_text(encoding="utf-8"))
         out.append(
             VersionInfo(
-                version=p.name, live=p.name == live, created_at=m.get("created_at"),
+                version=p.name,
+                live=p.name == live,
+                created_at=m.get("created_at"),
                 model_key=m.get("embedding", {}).get("model_key"),
-                entries=m.get("counts", {}).get("entries"), passages=m.get("counts", {}).get("passages"),
+                entries=m.get("counts", {}).get("entries"),
+                passages=m.get("counts", {}).get("passages"),
                 status=m.get("status"),
             )
         )
@@ -132,10 +141,15 @@ def prune_versions(indexes_dir: Path, keep: int) -> list[str]:
     for info in list_versions(indexes_dir):
         if info.version in keep_set:
             continue
-        if info.version in history or read_manifest(indexes_dir / info.version).get("status") == "blocked":
+        if (
+            info.version in history
+            or read_manifest(indexes_dir / info.version).get("status") == "blocked"
+        ):
             shutil.rmtree(indexes_dir / info.version)
             removed.append(info.version)
     if removed:
-        atomic_write_text(indexes_dir / HISTORY, "\n".join(v for v in history if v not in removed) + "\n")
+        atomic_write_text(
+            indexes_dir / HISTORY, "\n".join(v for v in history if v not in removed) + "\n"
+        )
         log.info("publish: pruned %s", ", ".join(removed))
     return removed

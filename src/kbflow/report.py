@@ -37,14 +37,20 @@ def bar_chart(title: str, data: dict[str, float], unit: str = "", width: int = 6
     bar_h, gap, label_w = 22, 6, 170
     height = len(items) * (bar_h + gap) + 30
     top = max(v for _, v in items) or 1.0
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" role="img" aria-label="{esc(title)}" width="{width}" height="{height}" class="chart">',
-             f'<text x="0" y="14" font-size="13" font-weight="600">{esc(title)}</text>']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" role="img" aria-label="{esc(title)}" width="{width}" height="{height}" class="chart">',
+        f'<text x="0" y="14" font-size="13" font-weight="600">{esc(title)}</text>',
+    ]
     for i, (k, v) in enumerate(items):
         y = 24 + i * (bar_h + gap)
         w = max(1.0, (width - label_w - 90) * v / top)
         parts.append(f'<text x="0" y="{y + 15}" font-size="12">{esc(k)}</text>')
-        parts.append(f'<rect x="{label_w}" y="{y}" width="{w:.1f}" height="{bar_h}" fill="#1e88e5"><title>{esc(k)}: {v:g}{esc(unit)}</title></rect>')
-        parts.append(f'<text x="{label_w + w + 6:.1f}" y="{y + 15}" font-size="12">{v:g}{esc(unit)}</text>')
+        parts.append(
+            f'<rect x="{label_w}" y="{y}" width="{w:.1f}" height="{bar_h}" fill="#1e88e5"><title>{esc(k)}: {v:g}{esc(unit)}</title></rect>'
+        )
+        parts.append(
+            f'<text x="{label_w + w + 6:.1f}" y="{y + 15}" font-size="12">{v:g}{esc(unit)}</text>'
+        )
     parts.append("</svg>")
     return f"<figure>{''.join(parts)}</figure>"
 
@@ -53,15 +59,24 @@ def html_table(rows: list[dict[str, Any]], columns: list[str], limit: int = 200)
     if not rows:
         return '<p class="muted">none</p>'
     head = "".join(f"<th>{esc(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{esc(r.get(c))}</td>" for c in columns) + "</tr>" for r in rows[:limit])
-    more = f'<p class="muted">{len(rows) - limit} more rows in the catalog</p>' if len(rows) > limit else ""
+    body = "".join(
+        "<tr>" + "".join(f"<td>{esc(r.get(c))}</td>" for c in columns) + "</tr>"
+        for r in rows[:limit]
+    )
+    more = (
+        f'<p class="muted">{len(rows) - limit} more rows in the catalog</p>'
+        if len(rows) > limit
+        else ""
+    )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{more}"
 
 
 def page(title: str, body: str) -> str:
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
-            f'<meta name="viewport" content="width=device-width,initial-scale=1"><style>{_CSS}</style></head>'
-            f"<body>{body}</body></html>\n")
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
+        f'<meta name="viewport" content="width=device-width,initial-scale=1"><style>{_CSS}</style></head>'
+        f"<body>{body}</body></html>\n"
+    )
 
 
 def _rows(table: pa.Table | None) -> list[dict[str, Any]]:
@@ -80,10 +95,15 @@ def nightly_markdown(summary: dict[str, Any]) -> str:
     if summary.get("message"):
         lines.append(f"- message: {summary['message']}")
     lines += ["", "| outcome | rows |", "|---|---:|"]
-    lines += [f"| {k} | {rows.get(k, 0)} |" for k in ("input", "indexed", "duplicate", "stale", "unpublished", "quarantined")]
+    lines += [
+        f"| {k} | {rows.get(k, 0)} |"
+        for k in ("input", "indexed", "duplicate", "stale", "unpublished", "quarantined")
+    ]
     timings = summary.get("timings", {})
     if timings:
-        lines += ["", "| stage | seconds |", "|---|---:|"] + [f"| {k} | {v} |" for k, v in timings.items()]
+        lines += ["", "| stage | seconds |", "|---|---:|"] + [
+            f"| {k} | {v} |" for k, v in timings.items()
+        ]
     if summary.get("report"):
         lines += ["", f"HTML report: {summary['report']}"]
     return "\n".join(lines)
@@ -102,34 +122,85 @@ def write_nightly_report(
     rows = summary.get("rows", {})
     status = str(summary.get("status", "running"))
     kv = {
-        "run": summary.get("run_id"), "run date": summary.get("run_date"), "version": summary.get("version"),
-        "previous version": summary.get("previous_version"), "export snapshot": summary.get("snapshot_id"),
-        "embedding model": summary.get("model_key"), "passages embedded": summary.get("embedded"),
-        "passages from cache": summary.get("cached"), "embedding throughput": summary.get("embed_per_second"),
-        "retired entries": summary.get("retired"), "message": summary.get("message"),
+        "run": summary.get("run_id"),
+        "run date": summary.get("run_date"),
+        "version": summary.get("version"),
+        "previous version": summary.get("previous_version"),
+        "export snapshot": summary.get("snapshot_id"),
+        "embedding model": summary.get("model_key"),
+        "passages embedded": summary.get("embedded"),
+        "passages from cache": summary.get("cached"),
+        "embedding throughput": summary.get("embed_per_second"),
+        "retired entries": summary.get("retired"),
+        "message": summary.get("message"),
     }
-    body = [f'<h1>kbflow nightly run <span class="status {esc(status)}">{esc(status)}</span></h1>',
-            '<table class="kv">' + "".join(f"<tr><td>{esc(k)}</td><td>{esc(v)}</td></tr>" for k, v in kv.items() if v is not None) + "</table>",
-            "<h2>Row accounting</h2>",
-            f'<p>Every input row is exactly one of the outcomes below; they sum to the {esc(rows.get("input", 0))} input rows.</p>',
-            bar_chart("rows by outcome", {k: rows.get(k, 0) for k in ("indexed", "duplicate", "stale", "unpublished", "quarantined")}),
-            "<h2>Stage timings</h2>", bar_chart("seconds per stage", summary.get("timings", {}), " s")]
+    body = [
+        f'<h1>kbflow nightly run <span class="status {esc(status)}">{esc(status)}</span></h1>',
+        '<table class="kv">'
+        + "".join(
+            f"<tr><td>{esc(k)}</td><td>{esc(v)}</td></tr>" for k, v in kv.items() if v is not None
+        )
+        + "</table>",
+        "<h2>Row accounting</h2>",
+        f"<p>Every input row is exactly one of the outcomes below; they sum to the {esc(rows.get('input', 0))} input rows.</p>",
+        bar_chart(
+            "rows by outcome",
+            {
+                k: rows.get(k, 0)
+                for k in ("indexed", "duplicate", "stale", "unpublished", "quarantined")
+            },
+        ),
+        "<h2>Stage timings</h2>",
+        bar_chart("seconds per stage", summary.get("timings", {}), " s"),
+    ]
     cal = summary.get("calibration")
     if cal:
         body.append("<h2>Retrieval calibration (held-out self-check)</h2>")
-        body.append(html_table([{**{"version": summary.get("version")}, **cal.get("self_check", {}),
-                                 "dense weight": cal.get("dense_weight"), "threshold": cal.get("handoff_threshold"), "method": cal.get("method")}]
-                               + ([{**{"version": "previous"}, **previous_calibration.get("self_check", {}),
-                                    "dense weight": previous_calibration.get("dense_weight"), "threshold": previous_calibration.get("handoff_threshold"),
-                                    "method": previous_calibration.get("method")}] if previous_calibration else []),
-                               ["version", "hit@1", "hit@3", "mrr", "dense weight", "threshold", "method"]))
+        body.append(
+            html_table(
+                [
+                    {
+                        **{"version": summary.get("version")},
+                        **cal.get("self_check", {}),
+                        "dense weight": cal.get("dense_weight"),
+                        "threshold": cal.get("handoff_threshold"),
+                        "method": cal.get("method"),
+                    }
+                ]
+                + (
+                    [
+                        {
+                            **{"version": "previous"},
+                            **previous_calibration.get("self_check", {}),
+                            "dense weight": previous_calibration.get("dense_weight"),
+                            "threshold": previous_calibration.get("handoff_threshold"),
+                            "method": previous_calibration.get("method"),
+                        }
+                    ]
+                    if previous_calibration
+                    else []
+                ),
+                ["version", "hit@1", "hit@3", "mrr", "dense weight", "threshold", "method"],
+            )
+        )
         if cal.get("scores_by_weight"):
             body.append(bar_chart("self-check objective by dense weight", cal["scores_by_weight"]))
-    body += ["<h2>Quarantined rows</h2>", html_table(_rows(quarantine), ["source_file", "source_line", "entry_id", "expectation", "detail"]),
-             "<h2>Duplicates merged</h2>", html_table(_rows(merges), ["kind", "canonical_id", "merged_id", "similarity", "canonical_title", "merged_title"]),
-             "<h2>Stale entries</h2>", html_table(_rows(stale), ["entry_id", "title", "reason", "evidence", "stale_since"]),
-             "<h2>Retired entries</h2>", html_table([{"entry_id": e} for e in retired or []], ["entry_id"]),
-             f'<p class="muted">summary: <code>{esc(json.dumps({k: v for k, v in summary.items() if k != "calibration"}, ensure_ascii=False, default=str))}</code></p>']
+    body += [
+        "<h2>Quarantined rows</h2>",
+        html_table(
+            _rows(quarantine), ["source_file", "source_line", "entry_id", "expectation", "detail"]
+        ),
+        "<h2>Duplicates merged</h2>",
+        html_table(
+            _rows(merges),
+            ["kind", "canonical_id", "merged_id", "similarity", "canonical_title", "merged_title"],
+        ),
+        "<h2>Stale entries</h2>",
+        html_table(_rows(stale), ["entry_id", "title", "reason", "evidence", "stale_since"]),
+        "<h2>Retired entries</h2>",
+        html_table([{"entry_id": e} for e in retired or []], ["entry_id"]),
+        f'<p class="muted">summary: <code>{esc(json.dumps({k: v for k, v in summary.items() if k != "calibration"}, ensure_ascii=False, default=str))}</code></p>',
+    ]
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, page(f"kbflow nightly {summary.get('run_id')}", "".join(body)))
     return path

@@ -74,7 +74,7 @@ class LoadedVersion:
         self.vectors = np.load(folder / "vectors.npy", mmap_mode="r", allow_pickle=False)
         self.dense = faiss.read_index(str(folder / "dense.faiss"))
         if hasattr(self.dense, "index") and hasattr(faiss.downcast_index(self.dense.index), "hnsw"):
-            faiss.downcast_index(self.dense.index).hnsw.efSearch = 128
+            faiss.downcast_index(self.dense.index).hnsw.efSearch = 128  # type: ignore[attr-defined]
         self.bm25 = Bm25Index.load(folder / "bm25")
         self.entry_ids: list[str] = list(dict.fromkeys(self.entry_of_row))
         pos = {e: i for i, e in enumerate(self.entry_ids)}
@@ -97,7 +97,11 @@ class LoadedVersion:
         return self._id_order[pos]
 
     def candidates(
-        self, qvec: np.ndarray | None, tokens: list[str], n: int = 50, exclude: np.ndarray | None = None
+        self,
+        qvec: np.ndarray | None,
+        tokens: list[str],
+        n: int = 50,
+        exclude: np.ndarray | None = None,
     ) -> Candidates:
         """Top ``n`` passages from each side, reduced to entries with both scores filled in.
 
@@ -108,7 +112,11 @@ class LoadedVersion:
         if exclude is not None and len(exclude):
             kw_all[exclude] = 0.0
         k = min(n + (0 if exclude is None else len(exclude)), self.n_passages)
-        kw_rows = np.argpartition(-kw_all, k - 1)[:k] if k < self.n_passages else np.arange(self.n_passages)
+        kw_rows = (
+            np.argpartition(-kw_all, k - 1)[:k]
+            if k < self.n_passages
+            else np.arange(self.n_passages)
+        )
         kw_rows = kw_rows[kw_all[kw_rows] > 0]
         rows = [kw_rows]
         if qvec is not None:
@@ -141,14 +149,18 @@ class LoadedVersion:
                 best_d[j] = best_k[j]
         return Candidates(entries, dense, keyword, best_d, best_k)
 
-    def fuse(self, c: Candidates, weight: float | None = None, dense_available: bool = True) -> np.ndarray:
+    def fuse(
+        self, c: Candidates, weight: float | None = None, dense_available: bool = True
+    ) -> np.ndarray:
         w = self.weight if weight is None else weight
         if not dense_available:
             w = 0.0
         kw = np.minimum(c.keyword / self.bm25_scale, 1.0)
         return w * c.dense + (1 - w) * kw
 
-    def hits(self, c: Candidates, scores: np.ndarray, k: int, dense_available: bool = True) -> list[Hit]:
+    def hits(
+        self, c: Candidates, scores: np.ndarray, k: int, dense_available: bool = True
+    ) -> list[Hit]:
         order = np.argsort(-scores, kind="stable")[:k]
         out = []
         for j in order:
@@ -158,9 +170,15 @@ class LoadedVersion:
             entry_id = self.entry_ids[e]
             first = int(self.entry_rows[e][0])
             out.append(
-                Hit(entry_id=entry_id, title=self.titles[first], score=round(float(scores[j]), 4),
-                    dense=round(float(c.dense[j]), 4), keyword=round(float(c.keyword[j]), 4),
-                    passage_id=self.passage_ids[row], passage=self.display[row])
+                Hit(
+                    entry_id=entry_id,
+                    title=self.titles[first],
+                    score=round(float(scores[j]), 4),
+                    dense=round(float(c.dense[j]), 4),
+                    keyword=round(float(c.keyword[j]), 4),
+                    passage_id=self.passage_ids[row],
+                    passage=self.display[row],
+                )
             )
         return out
 
@@ -191,7 +209,9 @@ def bm25_scale(version: LoadedVersion, sample: int = 300, seed: int = 0) -> floa
     return float(np.median(selfs)) if selfs else 1.0
 
 
-def held_out_rows(version: LoadedVersion, row: int, tokens: list[str], max_overlap: float = 0.3) -> np.ndarray:
+def held_out_rows(
+    version: LoadedVersion, row: int, tokens: list[str], max_overlap: float = 0.3
+) -> np.ndarray:
     """Passages hidden while ``row`` is the query: itself, and every passage of its entry that
     shares more than ``max_overlap`` of its tokens (Jaccard). Real users do not type a near copy
     of a similar question already in the KB, so a self-check that leaves near copies in place
@@ -219,7 +239,8 @@ def _rank_of(entries: np.ndarray, scores: np.ndarray, target: int) -> int | None
 def self_check_rows(version: LoadedVersion, limit: int = 1500, seed: int = 0) -> list[int]:
     """Question passages whose entry has other passages (so holding one out leaves a target)."""
     rows = [
-        r for r, kind in enumerate(version.kinds)
+        r
+        for r, kind in enumerate(version.kinds)
         if kind == "question" and len(version.entry_rows[version.row_entry[r]]) > 1
     ]
     if len(rows) > limit:
@@ -289,8 +310,17 @@ def calibrate_version(
         s = version.fuse(c, w)
         if len(s) and c.entries[int(np.argmax(s))] == t:
             top_correct.append(float(s.max()))
-    threshold = float(np.percentile(top_correct, 5)) if len(top_correct) >= min_queries else default_threshold
+    threshold = (
+        float(np.percentile(top_correct, 5))
+        if len(top_correct) >= min_queries
+        else default_threshold
+    )
     return Calibration(
-        w, scale, round(threshold, 4), "held-out-similar-questions", len(rows),
-        scores_by_weight=by_weight, self_check={k: round(v, 4) for k, v in metrics[w].items()},
+        w,
+        scale,
+        round(threshold, 4),
+        "held-out-similar-questions",
+        len(rows),
+        scores_by_weight=by_weight,
+        self_check={k: round(v, 4) for k, v in metrics[w].items()},
     )

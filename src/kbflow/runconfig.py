@@ -30,7 +30,9 @@ def load_settings(home: str | None = None, overrides: dict[str, Any] | None = No
         return Settings.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        raise ConfigError(f"invalid setting {'.'.join(str(x) for x in first['loc'])}: {first['msg']}") from exc
+        raise ConfigError(
+            f"invalid setting {'.'.join(str(x) for x in first['loc'])}: {first['msg']}"
+        ) from exc
 
 
 def parse_run_date(value: str | date | None) -> date:

@@ -44,8 +44,15 @@ class SearchResponse:
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["results"] = [
-            {"id": h.entry_id, "title": h.title, "score": h.score, "passage": h.passage,
-             "passage_id": h.passage_id, "dense": h.dense, "keyword": h.keyword}
+            {
+                "id": h.entry_id,
+                "title": h.title,
+                "score": h.score,
+                "passage": h.passage,
+                "passage_id": h.passage_id,
+                "dense": h.dense,
+                "keyword": h.keyword,
+            }
             for h in self.results
         ]
         d.pop("extra")
@@ -92,7 +99,9 @@ class Searcher:
         emb = self.embedder()
         key = v.manifest["embedding"]["model_key"]
         if emb.info.key != key:
-            raise RuntimeError(f"embedder is {emb.info.key} but version {v.version} was built with {key}")
+            raise RuntimeError(
+                f"embedder is {emb.info.key} but version {v.version} was built with {key}"
+            )
         return emb.embed_queries([query])[0]
 
     def search(self, query: str, k: int | None = None) -> SearchResponse:
@@ -122,15 +131,28 @@ class Searcher:
         threshold = v.threshold if level == 0 else v.threshold * (1 - v.weight)
         handoff = not hits or top < threshold
         return SearchResponse(
-            query=query, version=v.version, handoff=handoff, results=hits,
-            latency_ms=round((time.perf_counter() - start) * 1000, 2), fallback_level=level,
-            top_score=top, threshold=round(threshold, 4),
-            message=self.settings.handoff_message if handoff else None, error=error,
+            query=query,
+            version=v.version,
+            handoff=handoff,
+            results=hits,
+            latency_ms=round((time.perf_counter() - start) * 1000, 2),
+            fallback_level=level,
+            top_score=top,
+            threshold=round(threshold, 4),
+            message=self.settings.handoff_message if handoff else None,
+            error=error,
         )
 
-    def _handoff(self, query: str, version: str | None, start: float, level: int, error: str) -> SearchResponse:
+    def _handoff(
+        self, query: str, version: str | None, start: float, level: int, error: str
+    ) -> SearchResponse:
         return SearchResponse(
-            query=query, version=version, handoff=True, results=[],
-            latency_ms=round((time.perf_counter() - start) * 1000, 2), fallback_level=level,
-            message=self.settings.handoff_message, error=error,
+            query=query,
+            version=version,
+            handoff=True,
+            results=[],
+            latency_ms=round((time.perf_counter() - start) * 1000, 2),
+            fallback_level=level,
+            message=self.settings.handoff_message,
+            error=error,
         )

@@ -22,8 +22,51 @@ log = logging.getLogger(__name__)
 
 _TOKEN_RE = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+|[a-z0-9]+(?:'[a-z]+)?")
 _EN_STOP = frozenset(
-    "a an the is are was were be been am i me my you your we our it its to of in on for and or "
-    "do does did can could would should will with at by from this that there what how".split()
+    [
+        "a",
+        "an",
+        "the",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "am",
+        "i",
+        "me",
+        "my",
+        "you",
+        "your",
+        "we",
+        "our",
+        "it",
+        "its",
+        "to",
+        "of",
+        "in",
+        "on",
+        "for",
+        "and",
+        "or",
+        "do",
+        "does",
+        "did",
+        "can",
+        "could",
+        "would",
+        "should",
+        "will",
+        "with",
+        "at",
+        "by",
+        "from",
+        "this",
+        "that",
+        "there",
+        "what",
+        "how",
+    ]
 )
 
 
@@ -77,11 +120,11 @@ class Bm25Index:
         self.num_docs = int(retriever.scores["num_docs"])
 
     @classmethod
-    def build(cls, texts: Sequence[str]) -> Bm25Index:
+    def build(cls, texts: Sequence[str], k1: float = 1.2, b: float = 0.75) -> Bm25Index:
         import bm25s
 
         corpus = [tokenize(t) or ["\x00empty"] for t in texts]
-        retriever = bm25s.BM25(k1=1.2, b=0.75)
+        retriever = bm25s.BM25(k1=k1, b=b)
         retriever.index(corpus, show_progress=False)
         return cls(retriever)
 
@@ -92,7 +135,9 @@ class Bm25Index:
     def load(cls, folder: Path) -> Bm25Index:
         import bm25s
 
-        return cls(bm25s.BM25.load(str(folder), allow_pickle=False, show_progress=False, mmap=False))
+        return cls(
+            bm25s.BM25.load(str(folder), allow_pickle=False, show_progress=False, mmap=False)
+        )
 
     def token_ids(self, tokens: Sequence[str]) -> list[int]:
         return [self._vocab[t] for t in tokens if t in self._vocab]

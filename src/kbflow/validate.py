@@ -61,7 +61,9 @@ def _frame(rows: pa.Table, settings: ValidateSettings) -> Any:
     data: dict[str, Any] = {
         "row_id": rows.column("row_id").to_pylist(),
         "id": [None if (v is None or not v.strip()) else v for v in rows.column("id").to_pylist()],
-        "status": [None if s is None else s.strip().lower() for s in rows.column("status").to_pylist()],
+        "status": [
+            None if s is None else s.strip().lower() for s in rows.column("status").to_pylist()
+        ],
         "title_chars": [len(normalize_text(t)) if t else 0 for t in titles],
         "answer_chars": [len(normalize_text(a)) if a else 0 for a in answers],
     }
@@ -82,10 +84,17 @@ def _suite(settings: ValidateSettings) -> Any:
     for exp in (
         e.ExpectColumnValuesToNotBeNull(column="id"),
         e.ExpectColumnValuesToBeInSet(column="id_is_safe", value_set=[True]),
-        e.ExpectColumnValuesToBeBetween(column="title_chars", min_value=1, max_value=settings.max_title_chars),
-        e.ExpectColumnValuesToBeBetween(column="answer_chars", min_value=1, max_value=settings.max_answer_chars),
+        e.ExpectColumnValuesToBeBetween(
+            column="title_chars", min_value=1, max_value=settings.max_title_chars
+        ),
+        e.ExpectColumnValuesToBeBetween(
+            column="answer_chars", min_value=1, max_value=settings.max_answer_chars
+        ),
         e.ExpectColumnValuesToBeInSet(column="status", value_set=list(STATUSES)),
-        *(e.ExpectColumnValuesToBeInSet(column=f"{c}_parseable", value_set=[True]) for c in DATE_COLUMNS),
+        *(
+            e.ExpectColumnValuesToBeInSet(column=f"{c}_parseable", value_set=[True])
+            for c in DATE_COLUMNS
+        ),
     ):
         suite.add_expectation(exp)
     return suite
@@ -94,14 +103,28 @@ def _suite(settings: ValidateSettings) -> Any:
 def _describe(exp_type: str, column: str) -> str:
     return {
         ("expect_column_values_to_not_be_null", "id"): "id is missing",
-        ("expect_column_values_to_be_in_set", "id_is_safe"): "id contains a path separator or NUL, or is over 200 characters",
-        ("expect_column_values_to_be_between", "title_chars"): "title is empty (after removing HTML) or too long",
-        ("expect_column_values_to_be_between", "answer_chars"): "answer is empty (after removing HTML) or too long",
-        ("expect_column_values_to_be_in_set", "status"): f"status is not one of {', '.join(STATUSES)}",
+        (
+            "expect_column_values_to_be_in_set",
+            "id_is_safe",
+        ): "id contains a path separator or NUL, or is over 200 characters",
+        (
+            "expect_column_values_to_be_between",
+            "title_chars",
+        ): "title is empty (after removing HTML) or too long",
+        (
+            "expect_column_values_to_be_between",
+            "answer_chars",
+        ): "answer is empty (after removing HTML) or too long",
+        (
+            "expect_column_values_to_be_in_set",
+            "status",
+        ): f"status is not one of {', '.join(STATUSES)}",
     }.get((exp_type, column), f"{column.removesuffix('_parseable')} is not a date (use YYYY-MM-DD)")
 
 
-def check_columns(rows: pa.Table, columns_by_file: dict[str, list[str]] | None = None) -> list[dict[str, Any]]:
+def check_columns(
+    rows: pa.Table, columns_by_file: dict[str, list[str]] | None = None
+) -> list[dict[str, Any]]:
     """Batch-level: every file must carry the required columns (a column that is null on every
     row of a file counts as missing)."""
     failures = []
@@ -110,7 +133,11 @@ def check_columns(rows: pa.Table, columns_by_file: dict[str, list[str]] | None =
         part = rows.filter(pc.equal(rows.column("source_file"), name))
         for col in REQUIRED_COLUMNS:
             present = columns_by_file[name] if columns_by_file and name in columns_by_file else None
-            missing = (col not in present) if present is not None else part.column(col).null_count == part.num_rows
+            missing = (
+                (col not in present)
+                if present is not None
+                else part.column(col).null_count == part.num_rows
+            )
             if missing and part.num_rows > 0:
                 failures.append({"check": "required_column", "file": name, "column": col})
     return failures
@@ -149,18 +176,29 @@ def validate_rows(
         df = _frame(rows, settings)
         context = gx.get_context(mode="ephemeral")
         asset = context.data_sources.add_pandas("kb_export").add_dataframe_asset("rows")
-        batch = asset.add_batch_definition_whole_dataframe("all").get_batch(batch_parameters={"dataframe": df})
-        suite = context.suites.add(_suite(settings))
-        result = batch.validate(
-            suite,
-            result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["row_id"]},
+        batch = asset.add_batch_definition_whole_dataframe("all").get_batch(
+            batch_parameters={"dataframe": df}
         )
-        for r in result.results:
+        suite = context.suites.add(_suite(settings))
+        gx_result = batch.validate(
+            suite,
+            result_format={
+                "result_format": "COMPLETE",
+                "unexpected_index_column_names": ["row_id"],
+            },
+        )
+        for r in gx_result.results:
             cfg = r.expectation_config
+            assert cfg is not None
             column = str(cfg.kwargs.get("column"))
             unexpected = r.result.get("unexpected_index_list") or []
             expectations.append(
-                {"expectation": cfg.type, "column": column, "success": bool(r.success), "unexpected": len(unexpected)}
+                {
+                    "expectation": cfg.type,
+                    "column": column,
+                    "success": bool(r.success),
+                    "unexpected": len(unexpected),
+                }
             )
             for item in unexpected:
                 rid = int(item["row_id"])
@@ -184,35 +222,57 @@ def validate_rows(
             keep_ids.append(group[0]["row_id"])
             continue
         # newest first; ties broken by the later row (the later export line wins)
-        group.sort(key=lambda r: ((parse_date(r["updated_at"]) or _MIN_DATE), r["row_id"]), reverse=True)
+        group.sort(
+            key=lambda r: ((parse_date(r["updated_at"]) or _MIN_DATE), r["row_id"]), reverse=True
+        )
         keeper = group[0]
         keep_ids.append(keeper["row_id"])
         keeper_hash = content_hash(keeper["title"] or "", keeper["answer"] or "")
         for other in group[1:]:
             if content_hash(other["title"] or "", other["answer"] or "") == keeper_hash:
                 outcome_rows.append(
-                    {"row_id": other["row_id"], "entry_id": entry_id, "outcome": "duplicate",
-                     "reason": "same_id_same_content", "detail": f"row {keeper['row_id']}"}
+                    {
+                        "row_id": other["row_id"],
+                        "entry_id": entry_id,
+                        "outcome": "duplicate",
+                        "reason": "same_id_same_content",
+                        "detail": f"row {keeper['row_id']}",
+                    }
                 )
                 merge_rows.append(
-                    {"kind": "id", "canonical_id": entry_id, "merged_id": entry_id, "row_id": other["row_id"],
-                     "similarity": 1.0, "canonical_title": keeper["title"], "merged_title": other["title"]}
+                    {
+                        "kind": "id",
+                        "canonical_id": entry_id,
+                        "merged_id": entry_id,
+                        "row_id": other["row_id"],
+                        "similarity": 1.0,
+                        "canonical_title": keeper["title"],
+                        "merged_title": other["title"],
+                    }
                 )
             else:
                 quarantine_rows.append(
-                    _qrow(other, "expect_column_values_to_be_unique(id)",
-                          f"id {entry_id!r} appears again with different content; kept the newer row "
-                          f"({keeper['source_file']} line {keeper['source_line']})")
+                    _qrow(
+                        other,
+                        "expect_column_values_to_be_unique(id)",
+                        f"id {entry_id!r} appears again with different content; kept the newer row "
+                        f"({keeper['source_file']} line {keeper['source_line']})",
+                    )
                 )
     expectations.append(
-        {"expectation": "expect_column_values_to_be_unique", "column": "id",
-         "success": not any(len(g) > 1 for g in by_id.values()),
-         "unexpected": sum(len(g) - 1 for g in by_id.values())}
+        {
+            "expectation": "expect_column_values_to_be_unique",
+            "column": "id",
+            "success": not any(len(g) > 1 for g in by_id.values()),
+            "unexpected": sum(len(g) - 1 for g in by_id.values()),
+        }
     )
 
     quarantine = pa.concat_tables([parse_q, table_from_rows(quarantine_rows, QUARANTINE_ROW)])
     keep_set = set(keep_ids)
-    valid = rows.filter(pa.array([rid in keep_set for rid in rows.column("row_id").to_pylist()], pa.bool_()))
+    valid = rows.filter(
+        pa.array([rid in keep_set for rid in rows.column("row_id").to_pylist()], pa.bool_())
+    )
     counts = {
         "input": n_input,
         "valid": valid.num_rows,
@@ -228,8 +288,13 @@ def validate_rows(
         counts=counts,
     )
     _check_batch(result, n_input, settings, live_entry_count)
-    log.info("validate: read %d rows, valid %d, quarantined %d, same-id duplicates %d",
-             n_input, valid.num_rows, quarantine.num_rows, len(outcome_rows))
+    log.info(
+        "validate: read %d rows, valid %d, quarantined %d, same-id duplicates %d",
+        n_input,
+        valid.num_rows,
+        quarantine.num_rows,
+        len(outcome_rows),
+    )
     return result
 
 
@@ -237,7 +302,9 @@ _MIN_DATE = parse_date("1900-01-01")
 
 
 def _qrow(row: dict[str, Any], expectation: str, detail: str) -> dict[str, Any]:
-    raw = {k: row.get(k) for k in RAW_ROW.names if k not in ("row_id", "source_file", "source_line")}
+    raw = {
+        k: row.get(k) for k in RAW_ROW.names if k not in ("row_id", "source_file", "source_line")
+    }
     return {
         "row_id": row["row_id"],
         "source_file": row["source_file"],
@@ -249,21 +316,30 @@ def _qrow(row: dict[str, Any], expectation: str, detail: str) -> dict[str, Any]:
     }
 
 
-def _check_batch(result: ValidateResult, n_input: int, settings: ValidateSettings, live_entry_count: int | None) -> None:
+def _check_batch(
+    result: ValidateResult, n_input: int, settings: ValidateSettings, live_entry_count: int | None
+) -> None:
     failures = []
     if n_input == 0:
         failures.append({"check": "non_empty", "detail": "the export has no rows"})
     elif result.quarantine.num_rows / n_input > settings.max_bad_row_fraction:
         failures.append(
-            {"check": "bad_row_fraction",
-             "detail": f"{result.quarantine.num_rows} of {n_input} rows failed checks "
-                       f"(limit {settings.max_bad_row_fraction:.0%})"}
+            {
+                "check": "bad_row_fraction",
+                "detail": f"{result.quarantine.num_rows} of {n_input} rows failed checks "
+                f"(limit {settings.max_bad_row_fraction:.0%})",
+            }
         )
-    if live_entry_count and result.valid.num_rows < (1 - settings.max_shrink_fraction) * live_entry_count:
+    if (
+        live_entry_count
+        and result.valid.num_rows < (1 - settings.max_shrink_fraction) * live_entry_count
+    ):
         failures.append(
-            {"check": "shrink",
-             "detail": f"export has {result.valid.num_rows} valid entries, the live version {live_entry_count} "
-                       f"(more than {settings.max_shrink_fraction:.0%} fewer)"}
+            {
+                "check": "shrink",
+                "detail": f"export has {result.valid.num_rows} valid entries, the live version {live_entry_count} "
+                f"(more than {settings.max_shrink_fraction:.0%} fewer)",
+            }
         )
     if failures:
         details = "; ".join(f["detail"] for f in failures)

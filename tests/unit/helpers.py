@@ -12,35 +12,84 @@ from kbflow.index import build_version, update_manifest
 from kbflow.settings import Settings
 
 
-def entry(entry_id: str, title: str, answer: str, similar: list[str] | None = None) -> dict[str, Any]:
-    return {"entry_id": entry_id, "title": title, "answer": answer, "similar_questions": similar or [],
-            "tags": [], "merged_ids": [], "row_id": 0, "content_hash": entry_id, "status": "published"}
+def entry(
+    entry_id: str, title: str, answer: str, similar: list[str] | None = None
+) -> dict[str, Any]:
+    return {
+        "entry_id": entry_id,
+        "title": title,
+        "answer": answer,
+        "similar_questions": similar or [],
+        "tags": [],
+        "merged_ids": [],
+        "row_id": 0,
+        "content_hash": entry_id,
+        "status": "published",
+    }
 
 
-def build_test_version(root: Path, version: str, entries: list[dict[str, Any]], embedder: Any,
-                       calibration: dict[str, Any] | None = None) -> Path:
+def build_test_version(
+    root: Path,
+    version: str,
+    entries: list[dict[str, Any]],
+    embedder: Any,
+    calibration: dict[str, Any] | None = None,
+) -> Path:
     """Chunk, embed (real model) and index ``entries`` into ``root/indexes/<version>``."""
     settings = Settings()
     passages = chunk_entries(table_from_rows(entries, CLEAN_ENTRY), settings.chunk)
     cache = EmbeddingCache(root / "embeddings", embedder.info.key, embedder.info.dim)
-    embed_missing(passages.column("text").to_pylist(), passages.column("text_hash").to_pylist(), embedder, cache)
+    embed_missing(
+        passages.column("text").to_pylist(),
+        passages.column("text_hash").to_pylist(),
+        embedder,
+        cache,
+    )
     vectors = cache.get(passages.column("text_hash").to_pylist())
-    manifest = {"run_id": "test", "embedding": describe(embedder.info),
-                "counts": {"entries": len(entries), "passages": passages.num_rows}, "status": "built"}
+    manifest = {
+        "run_id": "test",
+        "embedding": describe(embedder.info),
+        "counts": {"entries": len(entries), "passages": passages.num_rows},
+        "status": "built",
+    }
     vdir = build_version(root / "indexes", version, passages, vectors, manifest, settings.index)
-    update_manifest(vdir, calibration=calibration or {"dense_weight": 0.7, "bm25_scale": 10.0, "handoff_threshold": 0.3})
+    update_manifest(
+        vdir,
+        calibration=calibration
+        or {"dense_weight": 0.7, "bm25_scale": 10.0, "handoff_threshold": 0.3},
+    )
     return vdir
 
 
 EN_KB = [
-    entry("refund-time", "How long does a refund take?", "Refunds reach your card within 5-7 business days after we receive the return.",
-          ["when do i get my money back", "refund still not arrived", "how many days for refund"]),
-    entry("track-order", "Where is my order?", "Open Orders in the app and tap Track to see the courier's latest scan.",
-          ["where's my package", "my parcel hasn't shown up", "track my shipment"]),
-    entry("change-address", "Can I change my delivery address?", "You can edit the address until the order ships: Orders > Details > Edit address.",
-          ["wrong address on my order", "update shipping address", "moved house need new address"]),
-    entry("coupon", "Why can't I use my coupon?", "Coupons need a minimum spend and cannot be combined with flash-sale prices.",
-          ["promo code not working", "voucher invalid", "discount code rejected"]),
-    entry("invoice", "How do I get an invoice?", "Invoices are issued from Orders > Invoice within 30 days of delivery.",
-          ["need a receipt for my company", "vat invoice please", "download invoice"]),
+    entry(
+        "refund-time",
+        "How long does a refund take?",
+        "Refunds reach your card within 5-7 business days after we receive the return.",
+        ["when do i get my money back", "refund still not arrived", "how many days for refund"],
+    ),
+    entry(
+        "track-order",
+        "Where is my order?",
+        "Open Orders in the app and tap Track to see the courier's latest scan.",
+        ["where's my package", "my parcel hasn't shown up", "track my shipment"],
+    ),
+    entry(
+        "change-address",
+        "Can I change my delivery address?",
+        "You can edit the address until the order ships: Orders > Details > Edit address.",
+        ["wrong address on my order", "update shipping address", "moved house need new address"],
+    ),
+    entry(
+        "coupon",
+        "Why can't I use my coupon?",
+        "Coupons need a minimum spend and cannot be combined with flash-sale prices.",
+        ["promo code not working", "voucher invalid", "discount code rejected"],
+    ),
+    entry(
+        "invoice",
+        "How do I get an invoice?",
+        "Invoices are issued from Orders > Invoice within 30 days of delivery.",
+        ["need a receipt for my company", "vat invoice please", "download invoice"],
+    ),
 ]

@@ -164,9 +164,10 @@ def test_faq_ids_are_stable_across_runs_and_differ_between_entries() -> None:
 
 
 def test_question_passages_show_the_answer_head_and_skip_blank_or_repeated_questions() -> None:
-    answer = "退" * 250 + "款" * 250  # 500 tokens: still an FAQ at the default 512
+    answer = "退" * 250 + "款" * 250  # 500 tokens: still an FAQ with a 512-token threshold
     ps = chunk_entry(
-        entry(answer, ["怎么退款", " ", "", "怎么退款", "退款多久到账"]), ChunkSettings()
+        entry(answer, ["怎么退款", " ", "", "怎么退款", "退款多久到账"]),
+        ChunkSettings(max_tokens=512, long_answer_tokens=512),
     )
     assert [p["kind"] for p in ps] == ["answer", "question", "question"]
     assert [p["text"] for p in ps[1:]] == ["怎么退款", "退款多久到账"]
@@ -469,7 +470,7 @@ def test_chunk_entries_matches_chunk_entry_with_exact_schema(
     expected = [p for r in rows for p in chunk_entry(r, cfg)]
     assert table.to_pylist() == expected
     assert table.column("display").null_count == 0
-    assert table.to_pylist()[-1]["display"] == "" and table.to_pylist()[-1]["text"] == "\n"
+    assert table.to_pylist()[-1]["display"] == "" and table.to_pylist()[-1]["text"] == ""
     kinds = table.column("kind").to_pylist()
     lines = [r.getMessage() for r in caplog.records if r.name == "kbflow.chunk"]
     assert len(lines) == 1

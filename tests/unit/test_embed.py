@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from kbflow.embed import (
-    EmbeddingCache, ModelInfo, embed_missing, model_key, text_hash, truncate_normalize, verify_weights,
+    EmbeddingCache,
+    ModelInfo,
+    embed_missing,
+    model_key,
+    text_hash,
+    truncate_normalize,
+    verify_weights,
 )
 from kbflow.errors import EmbeddingError, ModelIntegrityError
 
@@ -20,7 +26,16 @@ class CountingEmbedder:
 
     def embed_documents(self, texts):
         self.seen.extend(texts)
-        out = np.stack([np.random.default_rng(int(text_hash(t)[:8], 16)).normal(size=self.info.dim) for t in texts]) if texts else np.zeros((0, self.info.dim))
+        out = (
+            np.stack(
+                [
+                    np.random.default_rng(int(text_hash(t)[:8], 16)).normal(size=self.info.dim)
+                    for t in texts
+                ]
+            )
+            if texts
+            else np.zeros((0, self.info.dim))
+        )
         return truncate_normalize(out.astype(np.float32), self.info.dim)
 
     embed_queries = embed_documents
@@ -71,7 +86,9 @@ def test_tampered_weights_are_refused(tmp_path: Path):
 
 
 def test_local_model_puts_paraphrases_closer_than_unrelated(local_embedder):
-    v = local_embedder.embed_documents(["where is my parcel", "my package has not arrived", "how do I reset my password"])
+    v = local_embedder.embed_documents(
+        ["where is my parcel", "my package has not arrived", "how do I reset my password"]
+    )
     assert local_embedder.info.dim == 384
     np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, rtol=1e-4)
     assert v[0] @ v[1] > v[0] @ v[2] + 0.1

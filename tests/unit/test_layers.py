@@ -35,7 +35,9 @@ def test_cli_reaches_flows_only_inside_functions():
     top = {n.module for n in tree.body if isinstance(n, ast.ImportFrom)} | {
         a.name for n in tree.body if isinstance(n, ast.Import) for a in n.names
     }
-    assert not {m for m in top if m and m.split(".")[0] in {"prefect", "flows", "tasks", "faiss", "torch"}}
+    assert not {
+        m for m in top if m and m.split(".")[0] in {"prefect", "flows", "tasks", "faiss", "torch"}
+    }
 
 
 def test_help_does_not_load_heavy_modules():
@@ -55,5 +57,7 @@ def test_importing_flows_loads_no_heavy_library():
         "heavy = [m for m in ('torch', 'faiss', 'great_expectations', 'datasketch', 'sentence_transformers', 'jieba') if m in sys.modules]\n"
         "print(','.join(heavy))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
     assert out.stdout.strip().splitlines()[-1:] in ([], [""])

@@ -6,12 +6,22 @@ from pathlib import Path
 import pytest
 
 from kbflow.errors import IndexError_, NoLiveVersion
-from kbflow.publish import current_version, list_versions, live_version_dir, prune_versions, publish_version, rollback, version_dir
+from kbflow.publish import (
+    current_version,
+    list_versions,
+    live_version_dir,
+    prune_versions,
+    publish_version,
+    rollback,
+    version_dir,
+)
 
 
 def make_version(indexes: Path, name: str) -> None:
     (indexes / name).mkdir(parents=True)
-    (indexes / name / "manifest.json").write_text(json.dumps({"version": name, "counts": {"entries": 1, "passages": 1}}))
+    (indexes / name / "manifest.json").write_text(
+        json.dumps({"version": name, "counts": {"entries": 1, "passages": 1}})
+    )
 
 
 def test_publish_moves_current_and_rollback_restores(tmp_path: Path):

@@ -70,20 +70,77 @@ def test_held_out_self_check_hides_near_copies_of_the_query(en_home: Path):
 
 def test_calibration_is_dense_heavy_on_english_with_paraphrases(tmp_path: Path, local_embedder):
     # an English KB where similar questions share few words with one another: dense should win
-    kb = [entry(f"e{i}", t, a, s) for i, (t, a, s) in enumerate([
-        ("How long does a refund take?", "5-7 business days.", ["when do i get my money back", "cash returned how soon", "reimbursement timing"]),
-        ("Where is my order?", "Tap Track in Orders.", ["parcel hasn't shown up", "package location", "shipment status please"]),
-        ("Change delivery address", "Edit before shipping.", ["moved house recently", "wrong street on the label", "update where it goes"]),
-        ("Coupon does not work", "Minimum spend applies.", ["promo code failing", "voucher invalid", "discount refused at checkout"]),
-        ("Get an invoice", "Orders > Invoice.", ["receipt for my company", "vat paperwork", "billing document download"]),
-        ("Reset password", "Use Forgot password.", ["can't log in", "locked out of account", "forgot my login"]),
-        ("Cancel order", "Cancel before it ships.", ["don't want it anymore", "stop my purchase", "undo the order"]),
-        ("Payment failed", "Try another card.", ["card declined", "checkout error paying", "charge didn't go through"]),
-        ("Contact support", "Chat 9am-9pm.", ["talk to a human", "phone number for help", "speak with an agent"]),
-        ("Return an item", "30 days to return.", ["send it back", "doesn't fit want to return", "return label"]),
-        ("Delivery fee", "Free over $50.", ["shipping cost", "how much is postage", "charges for sending"]),
-        ("Gift wrap", "Add at checkout.", ["wrap as a present", "birthday packaging", "present wrapping option"]),
-    ])]
+    kb = [
+        entry(f"e{i}", t, a, s)
+        for i, (t, a, s) in enumerate(
+            [
+                (
+                    "How long does a refund take?",
+                    "5-7 business days.",
+                    [
+                        "when do i get my money back",
+                        "cash returned how soon",
+                        "reimbursement timing",
+                    ],
+                ),
+                (
+                    "Where is my order?",
+                    "Tap Track in Orders.",
+                    ["parcel hasn't shown up", "package location", "shipment status please"],
+                ),
+                (
+                    "Change delivery address",
+                    "Edit before shipping.",
+                    ["moved house recently", "wrong street on the label", "update where it goes"],
+                ),
+                (
+                    "Coupon does not work",
+                    "Minimum spend applies.",
+                    ["promo code failing", "voucher invalid", "discount refused at checkout"],
+                ),
+                (
+                    "Get an invoice",
+                    "Orders > Invoice.",
+                    ["receipt for my company", "vat paperwork", "billing document download"],
+                ),
+                (
+                    "Reset password",
+                    "Use Forgot password.",
+                    ["can't log in", "locked out of account", "forgot my login"],
+                ),
+                (
+                    "Cancel order",
+                    "Cancel before it ships.",
+                    ["don't want it anymore", "stop my purchase", "undo the order"],
+                ),
+                (
+                    "Payment failed",
+                    "Try another card.",
+                    ["card declined", "checkout error paying", "charge didn't go through"],
+                ),
+                (
+                    "Contact support",
+                    "Chat 9am-9pm.",
+                    ["talk to a human", "phone number for help", "speak with an agent"],
+                ),
+                (
+                    "Return an item",
+                    "30 days to return.",
+                    ["send it back", "doesn't fit want to return", "return label"],
+                ),
+                (
+                    "Delivery fee",
+                    "Free over $50.",
+                    ["shipping cost", "how much is postage", "charges for sending"],
+                ),
+                (
+                    "Gift wrap",
+                    "Add at checkout.",
+                    ["wrap as a present", "birthday packaging", "present wrapping option"],
+                ),
+            ]
+        )
+    ]
     vdir = build_test_version(tmp_path, "v1", kb, local_embedder)
     settings = Settings()
     cal = calibrate_index(vdir, settings, describe(local_embedder.info))
@@ -93,10 +150,17 @@ def test_calibration_is_dense_heavy_on_english_with_paraphrases(tmp_path: Path, 
 
 
 def test_chinese_kb_without_similar_questions_uses_language_prior(tmp_path: Path, local_embedder):
-    kb = [entry(f"z{i}", t, a) for i, (t, a) in enumerate([
-        ("退款多久到账", "退款审核通过后1-3个工作日原路退回。"), ("怎么修改收货地址", "发货前可在订单详情修改地址。"),
-        ("优惠券为什么用不了", "优惠券需满足最低消费金额。"), ("如何开发票", "在订单页面申请电子发票。"),
-    ])]
+    kb = [
+        entry(f"z{i}", t, a)
+        for i, (t, a) in enumerate(
+            [
+                ("退款多久到账", "退款审核通过后1-3个工作日原路退回。"),
+                ("怎么修改收货地址", "发货前可在订单详情修改地址。"),
+                ("优惠券为什么用不了", "优惠券需满足最低消费金额。"),
+                ("如何开发票", "在订单页面申请电子发票。"),
+            ]
+        )
+    ]
     vdir = build_test_version(tmp_path, "v1", kb, local_embedder)
     cal = calibrate_index(vdir, Settings(), describe(local_embedder.info))
     assert cal["method"] == "language-prior" and cal["kb_language"] == "zh"

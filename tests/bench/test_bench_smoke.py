@@ -1,0 +1,129 @@
+"""Smoke test of bench/bench_stages.py: a tiny export, real embedding, both runs, full JSON.
+
+Runs the benchmark's ``main`` in-process (no Prefect) at 100 entries into ``tmp_path``; about
+30 s on the 2-core machine, most of it loading and running the embedding model.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCH = ROOT / "bench" / "bench_stages.py"
+SAMPLE = ROOT / "examples" / "kb_zh" / "export"
+ENTRIES = 100
+
+FIRST_RUN = ["start_run", "pull", "validate", "clean", "chunk", "check_unchanged", "embed", "index",
+             "account", "publish", "report"]
+RERUN = ["start_run", "pull", "validate", "clean", "chunk", "check_unchanged", "account", "report"]
+OUTCOMES = ("indexed", "duplicate", "stale", "unpublished", "quarantined")
+
+
+def _load_bench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_stages", BENCH)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_stages"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], dict[str, Any], Path]:
+    if not SAMPLE.is_dir():
+        pytest.skip(f"{SAMPLE} is absent: build the sample with `python examples/build_examples.py`")
+    bench = _load_bench()
+    tmp = tmp_path_factory.mktemp("bench")
+    out = tmp / "results.json"
+    returned = bench.main(["--entries", str(ENTRIES), "--workdir", str(tmp / "work"), "--out", str(out),
+                           "--log-level", "WARNING"])
+    return returned, json.loads(out.read_text(encoding="utf-8")), tmp
+
+
+def test_json_is_what_main_returns(run: tuple[dict[str, Any], dict[str, Any], Path]) -> None:
+    returned, written, _ = run
+    assert json.loads(json.dumps(returned, default=str)) == written
+
+
+def test_first_run_has_every_stage_in_flow_order(run: tuple[dict[str, Any], dict[str, Any], Path]) -> None:
+    _, res, _ = run
+    first = res["first_run"]
+    assert first["status"] == "published"
+    assert [s["stage"] for s in first["stages"]] == FIRST_RUN
+    for s in first["stages"]:
+        assert s["wall_s"] >= 0 and s["cpu_s"] >= 0
+        assert s["peak_rss_mib"] > 0 and s["process_peak_rss_mib"] >= s["peak_rss_mib"]
+    stages = {s["stage"]: s for s in first["stages"]}
+    for name, item in (("validate", "entries"), ("clean", "entries"), ("chunk", "entries"), ("embed", "passages")):
+        assert stages[name]["item"] == item
+        assert stages[name]["items"] > 0 and stages[name]["rate"] > 0
+    # embedding was real: every unique passage text went through the model
+    embed = stages["embed"]["summary"]
+    assert embed["embedded"] == embed["unique_texts"] > 0 and embed["cached"] == 0
+    assert not stages["embed"].get("extrapolated")
+    assert first["total_wall_s"] >= sum(s["wall_s"] for s in first["stages"]) * 0.99
+
+
+def test_rerun_is_unchanged_and_embeds_nothing(run: tuple[dict[str, Any], dict[str, Any], Path]) -> None:
+    _, res, _ = run
+    rerun = res["rerun"]
+    assert rerun["status"] == "unchanged"
+    assert [s["stage"] for s in rerun["stages"]] == RERUN
+    assert rerun["embedded"] == 0
+    assert rerun["version"] == res["first_run"]["version"]
+    assert 0 < res["rerun_ratio"] < 1
+    floor = next(f for f in res["floors"] if f["name"] == "rerun embeds no passage")
+    assert floor["passed"] is True
+
+
+def test_accounting_sums_to_the_export(run: tuple[dict[str, Any], dict[str, Any], Path]) -> None:
+    _, res, _ = run
+    acc = res["accounting"]
+    assert acc["export_records"] == acc["input"] == ENTRIES
+    assert sum(acc[o] for o in OUTCOMES) == ENTRIES
+    assert acc["sums"] is True
+    # the generator's injected cases land in the outcome they were made for
+    kinds = res["export"]["kinds"]
+    assert sum(kinds.values()) == ENTRIES
+    assert acc["quarantined"] == kinds["broken"] > 0
+    assert acc["stale"] == kinds["expired"] > 0
+    assert acc["unpublished"] == kinds["draft"] > 0
+    assert acc["duplicate"] >= kinds["exact"] + kinds["near"] > 0
+    rows = res["first_run"]["rows"]
+    assert {o: rows[o] for o in OUTCOMES} == {o: acc[o] for o in OUTCOMES}
+
+
+def test_floors_machine_and_versions_are_recorded(run: tuple[dict[str, Any], dict[str, Any], Path]) -> None:
+    _, res, _ = run
+    names = [f["name"] for f in res["floors"]]
+    assert names == ["validate+clean+chunk wall time", "peak RSS of the process", "rerun / first run wall time",
+                     "rerun embeds no passage"]
+    for f in res["floors"]:
+        assert f["passed"] in (True, False, None)
+    # 100 entries are far below the 100k the time and memory floors are defined for
+    assert res["floors"][0]["passed"] in (None, False)
+    assert res["machine"]["nproc"] >= 1 and res["machine"]["memory_total_gib"] > 0
+    for pkg in ("prefect", "faiss-cpu", "duckdb", "pyarrow", "datasketch", "sentence-transformers", "torch"):
+        assert pkg in res["versions"]
+    assert "--entries 100" in res["command"]
+    assert "Prefect" in res["note"]
+    assert res["embed_mode"] == "full"
+
+
+def test_export_is_deterministic(run: tuple[dict[str, Any], dict[str, Any], Path]) -> None:
+    _, res, tmp = run
+    from synth_export import write_export  # on sys.path once bench_stages is loaded
+
+    export_dir = Path(res["export"]["dir"])
+    again = tmp / "again"
+    write_export(SAMPLE, again, ENTRIES, seed=res["export"]["seed"])
+    first = {p.name: p.read_bytes() for p in export_dir.iterdir() if not p.name.startswith(".")}
+    second = {p.name: p.read_bytes() for p in again.iterdir() if not p.name.startswith(".")}
+    assert first == second and first

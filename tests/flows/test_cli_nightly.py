@@ -1,0 +1,59 @@
+"""The CLI runs the real flow in its own process and prints the documented JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from ..conftest import EXAMPLES
+
+
+def kbflow(*args: str, home: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "KBFLOW_HOME": str(home)}
+    return subprocess.run(
+        [sys.executable, "-m", "kbflow.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+
+
+def test_nightly_json_then_search_and_eval(tmp_path: Path):
+    out = kbflow(
+        "nightly",
+        "--source",
+        str(EXAMPLES / "kb_en" / "export"),
+        "--run-date",
+        "2026-11-24",
+        "--json",
+        home=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    s = json.loads(out.stdout)
+    assert s["status"] == "published" and s["version"]
+    rows = s["rows"]
+    assert set(rows) >= {"input", "indexed", "duplicate", "stale", "unpublished", "quarantined"}
+    assert (
+        sum(rows[k] for k in ("indexed", "duplicate", "stale", "unpublished", "quarantined"))
+        == rows["input"]
+    )
+    assert s["embedded"] > 0 and s["cached"] == 0 and Path(s["report"]).is_file() and "retired" in s
+
+    found = kbflow("search", "where is my parcel", "--json", "-k", "3", home=tmp_path)
+    r = json.loads(found.stdout)
+    assert r["version"] == s["version"] and len(r["results"]) == 3
+    assert set(r["results"][0]) >= {"id", "title", "score", "passage"} and isinstance(
+        r["handoff"], bool
+    )
+    assert r["latency_ms"] > 0
+
+    ev = kbflow(
+        "eval", "--golden", str(EXAMPLES / "kb_en" / "golden.jsonl"), "--json", home=tmp_path
+    )
+    m = json.loads(ev.stdout)
+    assert m["n"] > 0 and 0 <= m["hit@1"] <= m["hit@3"] <= m["hit@10"] <= 1
+    assert "auroc" in m["handoff"]

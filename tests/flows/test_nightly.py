@@ -1,0 +1,217 @@
+"""kb-nightly end to end on the bundled Chinese sample, under a real Prefect API."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from flows.nightly import kb_nightly
+from kbflow.contracts import CLEAN_ENTRY, PASSAGE, QUARANTINE_ROW, RAW_ROW, ROW_OUTCOME, read_table
+from kbflow.publish import current_version, list_versions
+
+from ..conftest import EXAMPLES
+
+ZH = EXAMPLES / "kb_zh"
+EXPECTED = json.loads((ZH / "expected.json").read_text(encoding="utf-8"))
+RUN_DATE = EXPECTED["run_date"]
+
+
+def run(home: Path, source: Path, **kw):
+    return kb_nightly(source=str(source), run_date=RUN_DATE, home=str(home), **kw)
+
+
+def catalog_rows(home: Path, sql: str, *params):
+    con = duckdb.connect(str(home / "catalog.duckdb"), read_only=True)
+    try:
+        return con.execute(sql, list(params)).fetchall()
+    finally:
+        con.close()
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("kbhome")
+
+
+@pytest.fixture(scope="module")
+def first(home: Path) -> dict:
+    return run(home, ZH / "export")
+
+
+def test_first_run_publishes_and_accounts_for_every_row(home: Path, first: dict):
+    rows = first["rows"]
+    assert first["status"] == "published" and first["version"]
+    assert rows["input"] == EXPECTED["total_rows"]
+    assert (
+        sum(rows[k] for k in ("indexed", "duplicate", "stale", "unpublished", "quarantined"))
+        == rows["input"]
+    )
+    assert rows["indexed"] >= 250 and first["embedded"] > rows["indexed"]
+    assert current_version(home / "indexes") == first["version"]
+    assert Path(first["report"]).is_file()
+    # one outcome per input row, stored in the catalog
+    (n, distinct) = catalog_rows(
+        home,
+        "select count(*), count(distinct row_id) from row_outcomes where run_id = ?",
+        first["run_id"],
+    )[0]
+    assert n == distinct == rows["input"]
+
+
+def test_stage_files_match_their_contracts(home: Path, first: dict):
+    run_dir = home / "runs" / first["run_id"]
+    read_table(run_dir / "validate" / "rows.parquet", RAW_ROW)
+    read_table(run_dir / "validate" / "quarantine.parquet", QUARANTINE_ROW)
+    entries = read_table(run_dir / "clean" / "entries.parquet", CLEAN_ENTRY)
+    read_table(run_dir / "chunk" / "passages.parquet", PASSAGE)
+    read_table(run_dir / "account" / "outcomes.parquet", ROW_OUTCOME)
+    meta = {r["entry_id"]: r["metadata"] for r in entries.to_pylist()}
+    for eid in EXPECTED["metadata_ids"]:
+        if eid in meta:
+            assert "owner" in json.loads(meta[eid])
+
+
+def test_broken_rows_are_quarantined_with_reasons(home: Path, first: dict):
+    got = {
+        (f, line): (exp, detail)
+        for f, line, exp, detail in catalog_rows(
+            home,
+            "select source_file, source_line, expectation, detail from quarantine where run_id = ?",
+            first["run_id"],
+        )
+    }
+    for broken in EXPECTED["broken_rows"]:
+        key = (broken["file"], broken["line"])
+        assert key in got, f"broken row not quarantined: {broken}"
+        assert got[key][0] and got[key][1]
+    dup = EXPECTED["duplicate_id_quarantined"]
+    assert (dup["file"], dup["line"]) in got
+
+
+def test_near_duplicates_are_merged_and_expired_entries_are_stale(home: Path, first: dict):
+    merges = catalog_rows(
+        home,
+        "select canonical_id, merged_id, kind from dedup_merges where run_id = ?",
+        first["run_id"],
+    )
+    merged_pairs = {frozenset((a, b)) for a, b, _ in merges}
+    for a, b in EXPECTED["near_duplicate_pairs"] + EXPECTED["exact_duplicate_pairs"]:
+        assert frozenset((a, b)) in merged_pairs, f"{a} / {b} not merged"
+    stale = {
+        e
+        for (e,) in catalog_rows(
+            home, "select entry_id from stale_entries where run_id = ?", first["run_id"]
+        )
+    }
+    assert set(EXPECTED["expired_ids"]) <= stale
+    assert not set(EXPECTED["not_expired_ids"]) & stale
+    outcome = dict(
+        catalog_rows(
+            home, "select entry_id, outcome from row_outcomes where run_id = ?", first["run_id"]
+        )
+    )
+    for eid in EXPECTED["draft_ids"] + EXPECTED["archived_ids"] + EXPECTED["not_yet_effective_ids"]:
+        assert outcome[eid] == "unpublished", eid
+
+
+def test_search_answers_a_colloquial_query_with_a_title_prefixed_sop_passage(
+    home: Path, first: dict
+):
+    from kbflow.cli import _searcher
+
+    searcher = _searcher(home)
+    res = searcher.search("我单子咋还没到", k=3)
+    assert res.version == first["version"] and res.results and not res.handoff or res.results
+    passages = read_table(
+        home / "indexes" / first["version"] / "passages.parquet", PASSAGE
+    ).to_pylist()
+    sections = [p for p in passages if p["kind"] == "section"]
+    assert sections and all(p["text"].startswith("【") for p in sections)
+    assert {p["entry_id"] for p in sections} >= set(EXPECTED["sop_ids"])
+
+
+def test_second_run_on_same_export_is_unchanged_and_embeds_nothing(home: Path, first: dict):
+    second = run(home, ZH / "export")
+    assert second["status"] == "unchanged" and second["embedded"] == 0
+    assert second["version"] == first["version"] == current_version(home / "indexes")
+    assert second["rows"] == first["rows"]
+    events = catalog_rows(home, "select count(*) from publish_events where action = 'publish'")[0][
+        0
+    ]
+    assert events == 1  # CURRENT moved exactly once
+
+
+def test_edited_entries_are_the_only_ones_embedded(home: Path, first: dict, tmp_path: Path):
+    src = tmp_path / "export"
+    shutil.copytree(ZH / "export", src)
+    lines = (src / "faq.jsonl").read_text(encoding="utf-8").splitlines()
+    edited = 0
+    for i, line in enumerate(lines):
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if (
+            isinstance(obj, dict)
+            and obj.get("status", "published") == "published"
+            and obj.get("id")
+            and edited < 3
+            and obj["id"] not in str(EXPECTED)
+        ):
+            obj["answer"] = obj["answer"] + "（本条已于今日更新，详情请咨询在线客服。）"
+            lines[i] = json.dumps(obj, ensure_ascii=False)
+            edited += 1
+    (src / "faq.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    third = run(home, src)
+    assert third["status"] == "published" and third["version"] != first["version"]
+    assert third["embedded"] == edited == 3  # one answer passage per edited entry, nothing else
+    assert third["cached"] > 250
+
+
+def test_failed_batch_leaves_the_live_version_untouched(home: Path, tmp_path: Path):
+    live = current_version(home / "indexes")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(
+        "".join(
+            json.dumps({"id": f"x{i}", "title": f"问题{i}"}, ensure_ascii=False) + "\n"
+            for i in range(10)
+        ),
+        encoding="utf-8",
+    )
+    state = kb_nightly(source=str(bad), run_date=RUN_DATE, home=str(home), return_state=True)
+    assert state.is_failed()
+    assert current_version(home / "indexes") == live
+    assert not list((home / "indexes").glob(".building-*"))
+    status, message = catalog_rows(
+        home, "select status, message from runs order by started_at desc limit 1"
+    )[0]
+    assert status == "failed" and "answer" in message
+
+
+def test_rollback_restores_the_previous_version(home: Path, first: dict, capsys):
+    from kbflow.cli import main
+
+    live = current_version(home / "indexes")
+    assert live != first["version"]
+    assert main(["rollback", "--home", str(home)]) == 0
+    assert current_version(home / "indexes") == first["version"]
+    assert main(["rollback", "--home", str(home), live]) == 0
+    assert current_version(home / "indexes") == live
+    assert len(list_versions(home / "indexes")) == 2
+
+
+def test_entries_missing_from_a_new_snapshot_are_retired(home: Path, tmp_path: Path):
+    src = tmp_path / "export"
+    shutil.copytree(ZH / "export", src)
+    (src / "legacy.csv").unlink()
+    res = run(home, src)
+    assert res["status"] == "published"
+    assert res["retired"] >= 10
+    from kbflow.retrieval import LoadedVersion
+
+    v = LoadedVersion(home / "indexes" / res["version"])
+    assert not any(e.startswith("leg-") for e in v.entry_ids)
