@@ -76,6 +76,7 @@ class LoadedVersion:
         if hasattr(self.dense, "index") and hasattr(faiss.downcast_index(self.dense.index), "hnsw"):
             faiss.downcast_index(self.dense.index).hnsw.efSearch = 128  # type: ignore[attr-defined]
         self.bm25 = Bm25Index.load(folder / "bm25")
+        tokenize("预热")  # load jieba's dictionary now, not inside the first query
         self.entry_ids: list[str] = list(dict.fromkeys(self.entry_of_row))
         pos = {e: i for i, e in enumerate(self.entry_ids)}
         self.row_entry = np.asarray([pos[e] for e in self.entry_of_row], dtype=np.int64)

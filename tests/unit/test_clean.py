@@ -15,9 +15,13 @@ from hypothesis import strategies as st
 
 from kbflow.clean import (
     CleanResult,
+    _jaccard,
+    _shingle_codes,
     clean_rows,
+    estimated_jaccard,
     lsh_candidate_pairs,
     minhash_signatures,
+    screen_margin,
     shingle_hash32,
 )
 from kbflow.contracts import (
@@ -139,7 +143,7 @@ def _clusters(res: CleanResult) -> set[frozenset[str]]:
     return {frozenset([e["entry_id"], *e["merged_ids"]]) for e in res.entries.to_pylist()}
 
 
-def _jaccard(a: str, b: str, k: int = 2) -> float:
+def _text_jaccard(a: str, b: str, k: int = 2) -> float:
     sa, sb = char_shingles(a, k), char_shingles(b, k)
     return len(sa & sb) / len(sa | sb)
 
@@ -246,7 +250,7 @@ def test_near_duplicates_merge_into_newest_then_longest(result: CleanResult) -> 
     canon = rows["kb-022"]
     for merged_id, m in near.items():
         other = rows[merged_id]
-        expected = _jaccard(
+        expected = _text_jaccard(
             f"{other['title']}\n{other['answer']}", f"{canon['title']}\n{canon['answer']}"
         )
         assert m["similarity"] == pytest.approx(expected)
@@ -263,14 +267,14 @@ def test_chained_near_duplicates_record_their_similarity_to_the_canonical() -> N
     b = _row(1, "b", "怎样开具电子发票", base.replace("三十天", "30天"), updated_at="2026-01-01")
     c = _row(2, "c", "如何开具电子发票？", base + "如有疑问请联系客服。", updated_at="2026-06-01")
     text = {r["id"]: f"{r['title']}\n{r['answer']}" for r in (a, b, c)}
-    assert _jaccard(text["a"], text["b"]) >= 0.8 and _jaccard(text["a"], text["c"]) >= 0.8
-    assert _jaccard(text["b"], text["c"]) < 0.8
+    assert _text_jaccard(text["a"], text["b"]) >= 0.8 and _text_jaccard(text["a"], text["c"]) >= 0.8
+    assert _text_jaccard(text["b"], text["c"]) < 0.8
     res = clean_rows(_table([c, b, a]), RUN_DATE, CleanSettings())
     assert _clusters(res) == {frozenset("abc")}
     assert _entries(res)["c"]["merged_ids"] == ["a", "b"]
     sims = {m["merged_id"]: m["similarity"] for m in res.merges.to_pylist()}
     assert sims == pytest.approx(
-        {"a": _jaccard(text["a"], text["c"]), "b": _jaccard(text["b"], text["c"])}
+        {"a": _text_jaccard(text["a"], text["c"]), "b": _text_jaccard(text["b"], text["c"])}
     )
     assert sims["b"] < 0.8
     res_c = clean_rows(_table([c, b]), RUN_DATE, CleanSettings())
@@ -279,7 +283,7 @@ def test_chained_near_duplicates_record_their_similarity_to_the_canonical() -> N
 
 def test_same_topic_different_answers_are_not_merged(result: CleanResult) -> None:
     a, b = _kb_rows()[0], _kb_rows()[1]
-    assert _jaccard(a["title"], b["title"]) >= 0.5  # the titles alone look alike
+    assert _text_jaccard(a["title"], b["title"]) >= 0.5  # the titles alone look alike
     merged = {m["merged_id"] for m in result.merges.to_pylist()}
     assert "kb-001" not in merged and "kb-002" not in merged
     assert {frozenset({"kb-001"}), frozenset({"kb-002"})} <= _clusters(result)
@@ -290,6 +294,7 @@ def test_near_duplicates_are_verified_by_exact_jaccard() -> None:
     strict = clean_rows(_table(_kb_rows()), RUN_DATE, CleanSettings(near_dup_threshold=0.99))
     assert strict.counts["duplicate_near"] == 0
     assert strict.counts["near_candidate_pairs"] >= 2
+    assert strict.counts["near_screened_pairs"] >= 2  # so the exact check is what said no
     assert {"kb-020", "kb-021", "kb-022"} <= set(_entries(strict))
 
 
@@ -491,3 +496,67 @@ def test_lsh_candidate_pairs_shapes_and_limits() -> None:
     assert lsh_candidate_pairs(sig, 1, 4).tolist() == []
     with pytest.raises(Exception, match="do not fit"):
         lsh_candidate_pairs(sig, 3, 2)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(min_size=1, max_size=40), st.text(min_size=1, max_size=40), st.integers(1, 8))
+def test_exact_jaccard_over_codes_equals_char_shingles(a: str, b: str, k: int) -> None:
+    ta, tb = shingle_text(a) or "甲", shingle_text(b) or "乙"
+    sa, sb = char_shingles(ta, k), char_shingles(tb, k)
+    codes_a, codes_b = _shingle_codes(ta, k), _shingle_codes(tb, k)
+    assert len(codes_a) == len(sa) and len(codes_b) == len(sb)
+    assert _jaccard(codes_a, codes_b) == pytest.approx(len(sa & sb) / len(sa | sb))
+
+
+def test_minhash_screen_keeps_true_near_duplicates() -> None:
+    # Signatures are deterministic, so this is a fixed check, not a flaky statistical one:
+    # 400 pairs at exact Jaccard >= 0.8 all pass the screen's floor.
+    rng = random.Random(9)
+    chars = [chr(c) for c in range(0x4E00, 0x4E00 + 3000)]
+    left, right = [], []
+    while len(left) < 400:
+        text = "".join(rng.choices(chars, k=rng.randint(30, 300)))
+        edited = list(text)
+        for _ in range(rng.randint(1, 4)):
+            edited[rng.randrange(len(edited))] = rng.choice(chars)
+        other = "".join(edited)
+        if _text_jaccard(text, other) >= 0.8:
+            left.append(text)
+            right.append(other)
+    sig = minhash_signatures(left + right, 2, 128)
+    pairs = np.array([[i, i + len(left)] for i in range(len(left))])
+    est = estimated_jaccard(sig, pairs)
+    assert est.min() >= 0.8 - screen_margin(128)
+    assert (
+        abs(
+            float(np.mean(est))
+            - np.mean([_text_jaccard(a, b) for a, b in zip(left, right, strict=True)])
+        )
+        < 0.02
+    )
+
+
+def test_screen_margin_follows_hoeffding() -> None:
+    for num_perm in (16, 64, 128, 1024):
+        m = screen_margin(num_perm)
+        assert np.exp(-2 * num_perm * m * m) == pytest.approx(1e-9)
+    assert screen_margin(128) == pytest.approx(0.2844, abs=1e-3)
+    sig = np.array([[1, 2, 3, 4], [1, 2, 0, 4], [9, 9, 9, 9]], dtype=np.uint32)
+    assert estimated_jaccard(sig, np.array([[0, 1], [0, 2], [1, 1]])).tolist() == [0.75, 0.0, 1.0]
+
+
+def test_garbage_collector_state_is_restored() -> None:
+    import gc
+
+    assert gc.isenabled()
+    clean_rows(_table(_kb_rows()[:3]), RUN_DATE, CleanSettings())
+    assert gc.isenabled()
+    with pytest.raises(ContractError):
+        clean_rows(_table([_row(0, "a", "t", "a", expires_at="??")]), RUN_DATE, CleanSettings())
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        clean_rows(_table(_kb_rows()[:3]), RUN_DATE, CleanSettings())
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
