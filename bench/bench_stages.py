@@ -117,10 +117,7 @@ class Meter:
         ru0 = resource.getrusage(resource.RUSAGE_SELF)
         prof = cProfile.Profile() if stage in self.profile and label == "first" else None
         t0 = time.perf_counter()
-        if prof is not None:
-            result = prof.runcall(fn)
-        else:
-            result = fn()
+        result = prof.runcall(fn) if prof is not None else fn()
         wall = time.perf_counter() - t0
         ru1 = resource.getrusage(resource.RUSAGE_SELF)
         peak = ru1.ru_maxrss  # KiB on Linux; the stage's own peak when the reset worked
@@ -148,14 +145,22 @@ class Meter:
             rec["summary"] = result
         if prof is not None:
             rec["profile"] = self._dump_profile(stage, prof)
-        log.info("[bench] %s run: %s %.2f s (cpu %.2f s), peak RSS %.0f MiB", label, stage, wall,
-                 rec["cpu_s"], rec["peak_rss_mib"])
+        log.info(
+            "[bench] %s run: %s %.2f s (cpu %.2f s), peak RSS %.0f MiB",
+            label,
+            stage,
+            wall,
+            rec["cpu_s"],
+            rec["peak_rss_mib"],
+        )
         return result, rec
 
     def _dump_profile(self, stage: str, prof: cProfile.Profile) -> str | None:
         if self.profile_prefix is None:
             return None
-        prof_path = self.profile_prefix.with_name(f"{self.profile_prefix.name}.profile-{stage}.prof")
+        prof_path = self.profile_prefix.with_name(
+            f"{self.profile_prefix.name}.profile-{stage}.prof"
+        )
         txt_path = prof_path.with_suffix(".txt")
         prof.dump_stats(prof_path)
         with open(txt_path, "w", encoding="utf-8") as fh:
@@ -195,7 +200,13 @@ def prefill_cache(home: Any, run_id: str, settings: Any, sample: int, seed: int)
     from kbflow.embed import EmbeddingCache, embed_missing, make_embedder
 
     passages = read_table(home.stage_dir(run_id, "chunk") / "passages.parquet", PASSAGE)
-    unique = dict(zip(passages.column("text_hash").to_pylist(), passages.column("text").to_pylist(), strict=True))
+    unique = dict(
+        zip(
+            passages.column("text_hash").to_pylist(),
+            passages.column("text").to_pylist(),
+            strict=True,
+        )
+    )
     t0 = time.perf_counter()
     embedder = make_embedder(settings.embed)
     load_s = time.perf_counter() - t0
@@ -204,7 +215,11 @@ def prefill_cache(home: Any, run_id: str, settings: Any, sample: int, seed: int)
     todo = [h for h in unique if h not in known]
     picked = sorted(random.Random(seed).sample(range(len(todo)), min(sample, len(todo))))
     sample_hashes = [todo[i] for i in picked]
-    out: dict[str, Any] = {"to_embed": len(todo), "sampled": len(sample_hashes), "model_load_s": round(load_s, 2)}
+    out: dict[str, Any] = {
+        "to_embed": len(todo),
+        "sampled": len(sample_hashes),
+        "model_load_s": round(load_s, 2),
+    }
     if sample_hashes:
         stats = embed_missing([unique[h] for h in sample_hashes], sample_hashes, embedder, cache)
         out["sample_s"] = round(stats.seconds, 3)
@@ -222,8 +237,15 @@ def prefill_cache(home: Any, run_id: str, settings: Any, sample: int, seed: int)
 
 
 def nightly_run(
-    label: str, home: Any, source: str, settings: Any, run_date: date, meter: Meter,
-    embed_mode: str, embed_sample: int, seed: int,
+    label: str,
+    home: Any,
+    source: str,
+    settings: Any,
+    run_date: date,
+    meter: Meter,
+    embed_mode: str,
+    embed_sample: int,
+    seed: int,
 ) -> dict[str, Any]:
     """``flows/nightly.py``'s ``kb_nightly``, task for task, as plain calls."""
     from kbflow import pipeline
@@ -254,26 +276,49 @@ def nightly_run(
 
             if step("check_unchanged", check_unchanged):
                 step("account", lambda: pipeline.account_stage(home, run_id, pulled))
-                summary = step("report", lambda: pipeline.report_stage(home, run_id, run_date, "unchanged"))
+                summary = step(
+                    "report", lambda: pipeline.report_stage(home, run_id, run_date, "unchanged")
+                )
             else:
                 if embed_mode != "full":
                     k = embed_sample if embed_mode == "sample" else 0
-                    prefill, rec = meter.run(label, "embed_sample_bench", lambda: prefill_cache(home, run_id, settings, k, seed))
+                    prefill, rec = meter.run(
+                        label,
+                        "embed_sample_bench",
+                        lambda: prefill_cache(home, run_id, settings, k, seed),
+                    )
                     rec["not_a_stage"] = True
                     stages.append(rec)
                 embedded = step("embed", lambda: pipeline.embed_stage(home, run_id, settings))
-                built = step("index", lambda: pipeline.index_stage(home, run_id, run_date, pulled, embedded, settings))
+                built = step(
+                    "index",
+                    lambda: pipeline.index_stage(
+                        home, run_id, run_date, pulled, embedded, settings
+                    ),
+                )
                 step("account", lambda: pipeline.account_stage(home, run_id, pulled))
-                step("publish", lambda: pipeline.publish_stage(home, run_id, built["version"], settings))
-                summary = step("report", lambda: pipeline.report_stage(home, run_id, run_date, "published"))
+                step(
+                    "publish",
+                    lambda: pipeline.publish_stage(home, run_id, built["version"], settings),
+                )
+                summary = step(
+                    "report", lambda: pipeline.report_stage(home, run_id, run_date, "published")
+                )
         except KbflowError as exc:
             pipeline.report_stage(home, run_id, run_date, "failed", str(exc))
             raise
     total = time.perf_counter() - t0
-    run: dict[str, Any] = {"run_id": run_id, "status": summary["status"], "stages": stages,
-                           "total_wall_s": round(total, 3), "total_extrapolated": False,
-                           "embedded": summary.get("embedded", 0), "cached": summary.get("cached", 0),
-                           "rows": summary.get("rows"), "version": summary.get("version")}
+    run: dict[str, Any] = {
+        "run_id": run_id,
+        "status": summary["status"],
+        "stages": stages,
+        "total_wall_s": round(total, 3),
+        "total_extrapolated": False,
+        "embedded": summary.get("embedded", 0),
+        "cached": summary.get("cached", 0),
+        "rows": summary.get("rows"),
+        "version": summary.get("version"),
+    }
     if prefill is not None:
         _extrapolate(run, prefill, embed_mode)
     return run
@@ -290,21 +335,27 @@ def _extrapolate(run: dict[str, Any], prefill: dict[str, Any], mode: str) -> Non
     if mode == "sample" and prefill.get("sampled"):
         # A cold process pays the model's import and load inside the embed stage; here the
         # prefill paid it, so it is added back.
-        extra = prefill["sample_s"] * prefill["to_embed"] / prefill["sampled"] + prefill["model_load_s"]
+        extra = (
+            prefill["sample_s"] * prefill["to_embed"] / prefill["sampled"] + prefill["model_load_s"]
+        )
         embed["wall_s"] = round(embed["wall_s"] + extra, 3)
         embed["items"] = prefill["to_embed"]
         embed["rate"] = prefill["sample_rate"]
         embed["extrapolated"] = True
-        embed["note"] = (f"EXTRAPOLATED: {prefill['sampled']} of {prefill['to_embed']} passages embedded for real "
-                         f"in {prefill['sample_s']} s; wall = measured stage + model load ({prefill['model_load_s']} s) "
-                         "+ that rate x all passages")
+        embed["note"] = (
+            f"EXTRAPOLATED: {prefill['sampled']} of {prefill['to_embed']} passages embedded for real "
+            f"in {prefill['sample_s']} s; wall = measured stage + model load ({prefill['model_load_s']} s) "
+            "+ that rate x all passages"
+        )
         run["total_wall_s"] = round(total + extra, 3)
         run["total_extrapolated"] = True
     else:
         embed["items"] = prefill["to_embed"]
         embed["rate"] = None
         embed["not_measured"] = True
-        embed["note"] = "NOT MEASURED (--no-embed): synthetic vectors; wall is the stage's overhead only"
+        embed["note"] = (
+            "NOT MEASURED (--no-embed): synthetic vectors; wall is the stage's overhead only"
+        )
         run["total_wall_s"] = round(total, 3)
         run["embedding_not_measured"] = True
 
@@ -322,7 +373,10 @@ def machine_info() -> dict[str, Any]:
     cpu = None
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), None)
+            cpu = next(
+                (line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")),
+                None,
+            )
     except OSError:
         pass
     return {
@@ -338,8 +392,22 @@ def machine_info() -> dict[str, Any]:
 
 def package_versions() -> dict[str, str | None]:
     out: dict[str, str | None] = {}
-    for name in ("kbflow", "prefect", "faiss-cpu", "duckdb", "pyarrow", "datasketch", "sentence-transformers",
-                 "torch", "transformers", "great-expectations", "bm25s", "jieba", "numpy", "pandas"):
+    for name in (
+        "kbflow",
+        "prefect",
+        "faiss-cpu",
+        "duckdb",
+        "pyarrow",
+        "datasketch",
+        "sentence-transformers",
+        "torch",
+        "transformers",
+        "great-expectations",
+        "bm25s",
+        "jieba",
+        "numpy",
+        "pandas",
+    ):
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -358,46 +426,103 @@ def evaluate_floors(result: dict[str, Any]) -> list[dict[str, Any]]:
     fs = _stage_map(first)
     floors = []
 
-    def floor(name: str, value: float | None, limit: float, unit: str, conclusive_pass: bool, note: str = "") -> None:
+    def floor(
+        name: str,
+        value: float | None,
+        limit: float,
+        unit: str,
+        conclusive_pass: bool,
+        note: str = "",
+    ) -> None:
         if value is None:
             passed = None
         elif value > limit:
             passed = False  # over the limit at any size: a failure
         else:
             passed = True if conclusive_pass else None
-        floors.append({"name": name, "value": value, "limit": limit, "unit": unit, "passed": passed, "note": note})
+        floors.append(
+            {
+                "name": name,
+                "value": value,
+                "limit": limit,
+                "unit": unit,
+                "passed": passed,
+                "note": note,
+            }
+        )
 
     vcc = round(sum(fs[s]["wall_s"] for s in ("validate", "clean", "chunk")), 3)
-    floor("validate+clean+chunk wall time", vcc, FLOOR_VCC_SECONDS, "s", at_size,
-          "" if at_size else f"floor is defined at {FLOOR_ENTRIES} entries; below it only a failure is conclusive")
+    floor(
+        "validate+clean+chunk wall time",
+        vcc,
+        FLOOR_VCC_SECONDS,
+        "s",
+        at_size,
+        ""
+        if at_size
+        else f"floor is defined at {FLOOR_ENTRIES} entries; below it only a failure is conclusive",
+    )
     peak = max(s["process_peak_rss_mib"] for s in first["stages"] + rerun["stages"])
-    floor("peak RSS of the process", peak, FLOOR_PEAK_MIB, "MiB", at_size,
-          "max over every stage of both runs (ru_maxrss, reset per stage)"
-          + ("" if at_size else f"; a pass below {FLOOR_ENTRIES} entries is not conclusive"))
-    ratio = round(rerun["total_wall_s"] / first["total_wall_s"], 4) if first["total_wall_s"] else None
+    floor(
+        "peak RSS of the process",
+        peak,
+        FLOOR_PEAK_MIB,
+        "MiB",
+        at_size,
+        "max over every stage of both runs (ru_maxrss, reset per stage)"
+        + ("" if at_size else f"; a pass below {FLOOR_ENTRIES} entries is not conclusive"),
+    )
+    ratio = (
+        round(rerun["total_wall_s"] / first["total_wall_s"], 4) if first["total_wall_s"] else None
+    )
     if first.get("embedding_not_measured"):
-        floors.append({"name": "rerun / first run wall time", "value": ratio, "limit": FLOOR_RERUN_RATIO, "unit": "ratio",
-                       "passed": None, "note": "not judged: --no-embed, the first run's embedding was not measured"})
+        floors.append(
+            {
+                "name": "rerun / first run wall time",
+                "value": ratio,
+                "limit": FLOOR_RERUN_RATIO,
+                "unit": "ratio",
+                "passed": None,
+                "note": "not judged: --no-embed, the first run's embedding was not measured",
+            }
+        )
     else:
-        note = "first run total includes an EXTRAPOLATED embed stage" if first["total_extrapolated"] else ""
+        note = (
+            "first run total includes an EXTRAPOLATED embed stage"
+            if first["total_extrapolated"]
+            else ""
+        )
         floor("rerun / first run wall time", ratio, FLOOR_RERUN_RATIO, "ratio", True, note)
-    floors.append({"name": "rerun embeds no passage", "value": rerun["embedded"], "limit": 0, "unit": "passages",
-                   "passed": rerun["embedded"] == 0 and rerun["status"] == "unchanged",
-                   "note": f"rerun status {rerun['status']!r}"})
+    floors.append(
+        {
+            "name": "rerun embeds no passage",
+            "value": rerun["embedded"],
+            "limit": 0,
+            "unit": "passages",
+            "passed": rerun["embedded"] == 0 and rerun["status"] == "unchanged",
+            "note": f"rerun status {rerun['status']!r}",
+        }
+    )
     return floors
 
 
 def accounting(result: dict[str, Any]) -> dict[str, Any]:
     rows = result["first_run"]["rows"] or {}
-    outcomes = {k: rows.get(k, 0) for k in ("indexed", "duplicate", "stale", "unpublished", "quarantined")}
+    outcomes = {
+        k: rows.get(k, 0) for k in ("indexed", "duplicate", "stale", "unpublished", "quarantined")
+    }
     kinds = result["export"]["kinds"]
     return {
         "export_records": result["export"]["entries"],
         "input": rows.get("input"),
         **outcomes,
         "sums": rows.get("input") == sum(outcomes.values()) == result["export"]["entries"],
-        "injected": {"duplicate (exact+near)": kinds["exact"] + kinds["near"], "stale (expired)": kinds["expired"],
-                     "unpublished (draft)": kinds["draft"], "quarantined (broken)": kinds["broken"]},
+        "injected": {
+            "duplicate (exact+near)": kinds["exact"] + kinds["near"],
+            "stale (expired)": kinds["expired"],
+            "unpublished (draft)": kinds["draft"],
+            "quarantined (broken)": kinds["broken"],
+        },
     }
 
 
@@ -414,14 +539,19 @@ def _fmt(v: Any, width: int, digits: int = 1) -> str:
 
 
 def format_table(result: dict[str, Any]) -> str:
-    lines = [f"kbflow stage benchmark: {result['export']['entries']:,} entries, embed mode {result['embed_mode']}",
-             NOTE, ""]
+    lines = [
+        f"kbflow stage benchmark: {result['export']['entries']:,} entries, embed mode {result['embed_mode']}",
+        NOTE,
+        "",
+    ]
     head = f"{'run':<6} {'stage':<20} {'wall s':>9} {'cpu s':>9} {'items':>11} {'rate /s':>10}  {'item':<9} {'stage peak':>10} {'proc peak':>10} {'load1':>6}"
     lines += [head, "-" * len(head)]
     for label, key in (("first", "first_run"), ("rerun", "rerun")):
         run = result[key]
         for s in run["stages"]:
-            name = s["stage"] + (" *" if s.get("extrapolated") else " (n/m)" if s.get("not_measured") else "")
+            name = s["stage"] + (
+                " *" if s.get("extrapolated") else " (n/m)" if s.get("not_measured") else ""
+            )
             if s.get("not_a_stage"):
                 name = "(bench embed sample)"
             lines.append(
@@ -429,23 +559,47 @@ def format_table(result: dict[str, Any]) -> str:
                 f"{_fmt(s.get('rate'), 10)}  {s.get('item', ''):<9} {_fmt(s['peak_rss_mib'], 10, 0)} "
                 f"{_fmt(s['process_peak_rss_mib'], 10, 0)} {_fmt(s['load1'], 6, 2)}"
             )
-        total = f"{run['total_wall_s']:,.2f}" + (" * (extrapolated)" if run["total_extrapolated"] else "")
-        lines.append(f"{label:<6} {'TOTAL':<20} {total:>9}   status={run['status']} embedded={run['embedded']}")
+        total = f"{run['total_wall_s']:,.2f}" + (
+            " * (extrapolated)" if run["total_extrapolated"] else ""
+        )
+        lines.append(
+            f"{label:<6} {'TOTAL':<20} {total:>9}   status={run['status']} embedded={run['embedded']}"
+        )
         lines.append("")
-    lines.append("peak MiB: 'stage peak' = ru_maxrss reset before the stage; 'proc peak' = process maximum so far.")
+    lines.append(
+        "peak MiB: 'stage peak' = ru_maxrss reset before the stage; 'proc peak' = process maximum so far."
+    )
     if any(s.get("extrapolated") for s in result["first_run"]["stages"]):
         lines.append("* EXTRAPOLATED from an embedded sample (see first_run.prefill in the JSON).")
     acc = result["accounting"]
     lines.append("")
-    lines.append("accounting (first run): " + ", ".join(f"{k}={acc[k]}" for k in
-                 ("export_records", "input", "indexed", "duplicate", "stale", "unpublished", "quarantined"))
-                 + f"; sums: {acc['sums']}")
-    lines.append("injected by the generator: " + ", ".join(f"{k}={v}" for k, v in acc["injected"].items()))
+    lines.append(
+        "accounting (first run): "
+        + ", ".join(
+            f"{k}={acc[k]}"
+            for k in (
+                "export_records",
+                "input",
+                "indexed",
+                "duplicate",
+                "stale",
+                "unpublished",
+                "quarantined",
+            )
+        )
+        + f"; sums: {acc['sums']}"
+    )
+    lines.append(
+        "injected by the generator: " + ", ".join(f"{k}={v}" for k, v in acc["injected"].items())
+    )
     lines.append("")
     lines.append("floors:")
     for f in result["floors"]:
         mark = {True: "PASS", False: "FAIL", None: "n/a "}[f["passed"]]
-        lines.append(f"  [{mark}] {f['name']}: {f['value']} {f['unit']} (limit {f['limit']})" + (f" - {f['note']}" if f["note"] else ""))
+        lines.append(
+            f"  [{mark}] {f['name']}: {f['value']} {f['unit']} (limit {f['limit']})"
+            + (f" - {f['note']}" if f["note"] else "")
+        )
     return "\n".join(lines)
 
 
@@ -453,23 +607,58 @@ def format_table(result: dict[str, Any]) -> str:
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--entries", type=int, default=100_000, help="records in the synthetic export (default 100000)")
-    p.add_argument("--out", type=Path, help="JSON results path (default bench/results-<entries>.json)")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--entries",
+        type=int,
+        default=100_000,
+        help="records in the synthetic export (default 100000)",
+    )
+    p.add_argument(
+        "--out", type=Path, help="JSON results path (default bench/results-<entries>.json)"
+    )
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--embed", dest="embed", action="store_true", default=True,
-                   help="embed every passage with the real model (default)")
-    g.add_argument("--no-embed", dest="embed", action="store_false",
-                   help="synthetic vectors instead of embedding (embedding not measured)")
-    g.add_argument("--embed-sample", type=int, metavar="K",
-                   help="embed K passages for real, extrapolate the embed stage to all (marked extrapolated)")
-    p.add_argument("--workdir", type=Path, help="where the export and the data home go (kept); default a temp dir, removed")
+    g.add_argument(
+        "--embed",
+        dest="embed",
+        action="store_true",
+        default=True,
+        help="embed every passage with the real model (default)",
+    )
+    g.add_argument(
+        "--no-embed",
+        dest="embed",
+        action="store_false",
+        help="synthetic vectors instead of embedding (embedding not measured)",
+    )
+    g.add_argument(
+        "--embed-sample",
+        type=int,
+        metavar="K",
+        help="embed K passages for real, extrapolate the embed stage to all (marked extrapolated)",
+    )
+    p.add_argument(
+        "--workdir",
+        type=Path,
+        help="where the export and the data home go (kept); default a temp dir, removed",
+    )
     p.add_argument("--keep", action="store_true", help="keep the default temp workdir")
-    p.add_argument("--sample", type=Path, default=DEFAULT_SAMPLE, help=f"sample export to vary (default {DEFAULT_SAMPLE})")
+    p.add_argument(
+        "--sample",
+        type=Path,
+        default=DEFAULT_SAMPLE,
+        help=f"sample export to vary (default {DEFAULT_SAMPLE})",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--run-date", type=date.fromisoformat, default=RUN_DATE)
-    p.add_argument("--profile", default="", help="comma-separated stages to run under cProfile in the first run "
-                   "(slows them; files next to --out)")
+    p.add_argument(
+        "--profile",
+        default="",
+        help="comma-separated stages to run under cProfile in the first run "
+        "(slows them; files next to --out)",
+    )
     p.add_argument("--log-level", default="INFO")
     args = p.parse_args(argv)
     if args.entries < 1:
@@ -481,41 +670,65 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = _parse(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
     embed_mode = "sample" if args.embed_sample is not None else "full" if args.embed else "none"
     out = args.out or HERE / f"results-{args.entries}.json"
-    command = shlex.join(["python", str(Path(sys.argv[0]))] + list(sys.argv[1:])) if argv is None else \
-        shlex.join(["python", "bench/bench_stages.py", *argv])
+    command = (
+        shlex.join(["python", str(Path(sys.argv[0]))] + list(sys.argv[1:]))
+        if argv is None
+        else shlex.join(["python", "bench/bench_stages.py", *argv])
+    )
     sample = args.sample.resolve()
     if not sample.is_dir():
-        raise SystemExit(f"sample export {sample} not found; build it with `python examples/build_examples.py` "
-                         "or pass --sample DIR")
+        raise SystemExit(
+            f"sample export {sample} not found; build it with `python examples/build_examples.py` "
+            "or pass --sample DIR"
+        )
 
     from kbflow.home import DataHome
     from kbflow.runconfig import load_settings
 
     keep = args.keep or args.workdir is not None
-    work = args.workdir.resolve() if args.workdir else Path(tempfile.mkdtemp(prefix="kbflow-bench-"))
+    work = (
+        args.workdir.resolve() if args.workdir else Path(tempfile.mkdtemp(prefix="kbflow-bench-"))
+    )
     work.mkdir(parents=True, exist_ok=True)
     export_dir = work / f"export-{args.entries}-s{args.seed}"
     home_dir = work / "home"
     if home_dir.exists():
         if not (home_dir / HOME_MARKER).is_file():
-            raise SystemExit(f"{home_dir} exists and was not made by this benchmark; refusing to delete it")
+            raise SystemExit(
+                f"{home_dir} exists and was not made by this benchmark; refusing to delete it"
+            )
         shutil.rmtree(home_dir)
     home_dir.mkdir(parents=True)
-    (home_dir / HOME_MARKER).write_text("data home of bench/bench_stages.py; deleted by the next run\n", encoding="utf-8")
+    (home_dir / HOME_MARKER).write_text(
+        "data home of bench/bench_stages.py; deleted by the next run\n", encoding="utf-8"
+    )
     env_overrides = sorted(k for k in os.environ if k.startswith("KBFLOW_"))
     if env_overrides:
-        log.warning("KBFLOW_ settings in the environment change what is measured: %s", ", ".join(env_overrides))
+        log.warning(
+            "KBFLOW_ settings in the environment change what is measured: %s",
+            ", ".join(env_overrides),
+        )
 
     try:
         log.info("[bench] writing a %d-entry export to %s", args.entries, export_dir)
         _reset_peak()
-        export = write_export(sample, export_dir, args.entries, seed=args.seed, run_date=args.run_date)
+        export = write_export(
+            sample, export_dir, args.entries, seed=args.seed, run_date=args.run_date
+        )
         gen_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        log.info("[bench] export: %s in %.1f s%s", export.files, export.seconds, " (reused)" if export.reused else "")
+        log.info(
+            "[bench] export: %s in %.1f s%s",
+            export.files,
+            export.seconds,
+            " (reused)" if export.reused else "",
+        )
 
         settings = load_settings(str(home_dir))  # as the flow does: KBFLOW_* env, then the home
         home = DataHome.at(settings.home)
@@ -524,10 +737,28 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         out.parent.mkdir(parents=True, exist_ok=True)
         load_start = os.getloadavg()
         started = datetime.now(UTC).isoformat(timespec="seconds")
-        first = nightly_run("first", home, str(export_dir), settings, args.run_date, meter,
-                            embed_mode, args.embed_sample or 0, args.seed)
-        rerun = nightly_run("rerun", home, str(export_dir), settings, args.run_date, meter,
-                            embed_mode, args.embed_sample or 0, args.seed)
+        first = nightly_run(
+            "first",
+            home,
+            str(export_dir),
+            settings,
+            args.run_date,
+            meter,
+            embed_mode,
+            args.embed_sample or 0,
+            args.seed,
+        )
+        rerun = nightly_run(
+            "rerun",
+            home,
+            str(export_dir),
+            settings,
+            args.run_date,
+            meter,
+            embed_mode,
+            args.embed_sample or 0,
+            args.seed,
+        )
         home_bytes = sum(p.stat().st_size for p in home_dir.rglob("*") if p.is_file())
         try:
             import torch
@@ -540,24 +771,36 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "note": NOTE,
             "started_at": started,
             "command": command,
-            "machine": {**machine_info(), "torch_threads": torch_threads, "load_avg_start": [round(x, 2) for x in load_start],
-                        "load_avg_end": [round(x, 2) for x in os.getloadavg()]},
+            "machine": {
+                **machine_info(),
+                "torch_threads": torch_threads,
+                "load_avg_start": [round(x, 2) for x in load_start],
+                "load_avg_end": [round(x, 2) for x in os.getloadavg()],
+            },
             "versions": package_versions(),
             "embed_mode": embed_mode,
             "embed_sample": args.embed_sample,
             "settings": settings.model_dump(mode="json", exclude={"home"}),
             "env_overrides": env_overrides,
-            "export": {**export.as_dict(), "dir": str(export_dir), "generator_peak_rss_mib": round(gen_peak, 1)},
+            "export": {
+                **export.as_dict(),
+                "dir": str(export_dir),
+                "generator_peak_rss_mib": round(gen_peak, 1),
+            },
             "first_run": first,
             "rerun": rerun,
-            "rerun_ratio": round(rerun["total_wall_s"] / first["total_wall_s"], 4) if first["total_wall_s"] else None,
+            "rerun_ratio": round(rerun["total_wall_s"] / first["total_wall_s"], 4)
+            if first["total_wall_s"]
+            else None,
             "home_bytes": home_bytes,
             "workdir": str(work) if keep else None,
         }
         result["accounting"] = accounting(result)
         result["floors"] = evaluate_floors(result)
         result["passed"] = all(f["passed"] is not False for f in result["floors"])
-        out.write_text(json.dumps(result, ensure_ascii=False, indent=1, default=str), encoding="utf-8")
+        out.write_text(
+            json.dumps(result, ensure_ascii=False, indent=1, default=str), encoding="utf-8"
+        )
         print(format_table(result))
         print(f"\nresults: {out}" + (f"\nworkdir kept: {work}" if keep else ""))
         return result

@@ -38,7 +38,14 @@ from pathlib import Path
 from typing import IO, Any
 
 #: Shares of the export, by kind (the rest is regular entries).
-SHARES = {"near": 0.02, "exact": 0.01, "expired": 0.01, "draft": 0.005, "broken": 0.002, "sop": 0.01}
+SHARES = {
+    "near": 0.02,
+    "exact": 0.01,
+    "expired": 0.01,
+    "draft": 0.005,
+    "broken": 0.002,
+    "sop": 0.01,
+}
 JSONL_SHARD_ROWS = 50_000
 #: FAQ answers are kept under this many characters, so they stay one passage (256 tokens).
 FAQ_MAX_CHARS = 230
@@ -78,16 +85,43 @@ _SYNONYMS: list[tuple[tuple[str, ...], str]] = [
     (("立即", "马上"), ""),
 ]
 _SYN_RE = [
-    (re.compile("(?:" + "|".join(sorted(map(re.escape, words), key=len, reverse=True)) + ")" + guard), words)
+    (
+        re.compile(
+            "(?:" + "|".join(sorted(map(re.escape, words), key=len, reverse=True)) + ")" + guard
+        ),
+        words,
+    )
     for words, guard in _SYNONYMS
 ]
 
 _TITLE_PREFIXES = ("请问", "请问一下，", "想问下", "咨询一下：", "你好，", "麻烦问下")
 _QUESTION_TAILS = ("？", "呢", "啊", "呀", "吗")
 _LINES = (
-    "跨境购", "生鲜", "家电", "数码", "图书", "服饰", "美妆", "母婴", "家居", "汽车用品",
-    "医药健康", "宠物", "运动户外", "珠宝首饰", "大件家具", "虚拟商品", "企业采购", "二手优品",
-    "酒水", "奢品", "农特产", "手机通讯", "电脑办公", "食品饮料", "个护清洁",
+    "跨境购",
+    "生鲜",
+    "家电",
+    "数码",
+    "图书",
+    "服饰",
+    "美妆",
+    "母婴",
+    "家居",
+    "汽车用品",
+    "医药健康",
+    "宠物",
+    "运动户外",
+    "珠宝首饰",
+    "大件家具",
+    "虚拟商品",
+    "企业采购",
+    "二手优品",
+    "酒水",
+    "奢品",
+    "农特产",
+    "手机通讯",
+    "电脑办公",
+    "食品饮料",
+    "个护清洁",
 )
 _CHANNELS = ("App", "小程序", "网页端", "门店自提", "社区团购", "直播间", "会员专享", "海外站")
 _SCOPE_SENTENCES = (
@@ -98,11 +132,34 @@ _SCOPE_SENTENCES = (
     "本条适用于{s}，其他业务线请查看对应说明。",
 )
 _CLOSINGS = ("谢谢。", "感谢支持。", "祝您购物愉快。", "如有疑问请随时联系。")
-_DEADLINES = ("本活动截至{y}年{m}月{d}日。", "该规则有效期至{y}年{m}月{d}日。", "活动时间截止到{y}-{m:02d}-{d:02d}。")
-_BROKEN_KINDS = ("bad_json", "not_object", "csv_fields", "missing_title", "empty_answer",
-                 "bad_status", "bad_date", "unsafe_id")
-_COLUMNS = ("id", "title", "answer", "similar_questions", "category", "tags", "status",
-            "updated_at", "effective_from", "expires_at", "lang")
+_DEADLINES = (
+    "本活动截至{y}年{m}月{d}日。",
+    "该规则有效期至{y}年{m}月{d}日。",
+    "活动时间截止到{y}-{m:02d}-{d:02d}。",
+)
+_BROKEN_KINDS = (
+    "bad_json",
+    "not_object",
+    "csv_fields",
+    "missing_title",
+    "empty_answer",
+    "bad_status",
+    "bad_date",
+    "unsafe_id",
+)
+_COLUMNS = (
+    "id",
+    "title",
+    "answer",
+    "similar_questions",
+    "category",
+    "tags",
+    "status",
+    "updated_at",
+    "effective_from",
+    "expires_at",
+    "lang",
+)
 
 
 @dataclass
@@ -148,7 +205,9 @@ class ExportStats:
 # --- seeds ------------------------------------------------------------------------------------
 
 
-def load_seeds(sample_dir: Path, run_date: date) -> tuple[list[Seed], list[Seed], dict[str, Family], dict[str, list[str]]]:
+def load_seeds(
+    sample_dir: Path, run_date: date
+) -> tuple[list[Seed], list[Seed], dict[str, Family], dict[str, list[str]]]:
     """Usable entries of the sample: (faq seeds, long-document seeds, families, sentence pool).
 
     Kept: rows the pipeline would index as they are (id, title and answer present, published,
@@ -179,12 +238,18 @@ def load_seeds(sample_dir: Path, run_date: date) -> tuple[list[Seed], list[Seed]
         status = (row["status"] or "published").strip().lower()
         if not row["id"] or not title or not answer or status != "published":
             continue
-        if len(title) > MAX_SEED_TITLE_CHARS:  # the sample's deliberate edge case, not typical content
+        if (
+            len(title) > MAX_SEED_TITLE_CHARS
+        ):  # the sample's deliberate edge case, not typical content
             continue
         if row["expires_at"] or row["effective_from"]:
             continue
         text = normalize_text(f"{title}\n{answer}")
-        if not normalize_text(answer) or find_expiry(text, run_date) or find_not_yet_effective(text, run_date):
+        if (
+            not normalize_text(answer)
+            or find_expiry(text, run_date)
+            or find_not_yet_effective(text, run_date)
+        ):
             continue
         key = (normalize_text(title), normalize_text(answer))
         if key in seen:
@@ -199,8 +264,16 @@ def load_seeds(sample_dir: Path, run_date: date) -> tuple[list[Seed], list[Seed]
         for k in extra:
             if k not in families[stem].extra_columns:
                 families[stem].extra_columns.append(k)
-        seed = Seed(stem, title, answer, list(row["similar_questions"] or []), row["category"] or "其他",
-                    list(row["tags"] or []), row["lang"] or "zh", extra)
+        seed = Seed(
+            stem,
+            title,
+            answer,
+            list(row["similar_questions"] or []),
+            row["category"] or "其他",
+            list(row["tags"] or []),
+            row["lang"] or "zh",
+            extra,
+        )
         if count_tokens(answer) > 256:
             sop.append(seed)
             continue
@@ -236,7 +309,9 @@ class Varier:
         rng = self.rng
         for pattern, words in _SYN_RE:
             if pattern.search(text):
-                text = pattern.sub(lambda m, w=words: rng.choice(w) if rng.random() < p else m.group(0), text)
+                text = pattern.sub(
+                    lambda m, w=words: rng.choice(w) if rng.random() < p else m.group(0), text
+                )
         return text
 
     def numbers(self, text: str, p: float) -> str:
@@ -265,7 +340,9 @@ class Varier:
 
     def answer(self, answer: str, category: str) -> str:
         rng = self.rng
-        if _HTMLISH.search(answer):  # HTML: leave the markup alone, vary words and add text after it
+        if _HTMLISH.search(
+            answer
+        ):  # HTML: leave the markup alone, vary words and add text after it
             parts = [self.numbers(self.synonyms(answer, 0.4), 0.3)]
         else:
             sentences = [s.strip() for s in _SENTENCE.findall(answer) if s.strip()]
@@ -380,7 +457,9 @@ class _Writers:
         fh = open(self.out_dir / name, "wb")  # noqa: SIM115 - closed in close()
         if fam.format == "csv":
             header = _csv_line([*_COLUMNS, *fam.extra_columns])
-            fh.write(("\ufeff" + header if fam.encoding == "utf-8-sig" else header).encode(_codec(fam)))
+            fh.write(
+                ("\ufeff" + header if fam.encoding == "utf-8-sig" else header).encode(_codec(fam))
+            )
         cur = self.open[fam.stem] = _Open(fh, name, shard)
         return cur
 
@@ -390,7 +469,12 @@ class _Writers:
         if raw is not None:
             line = raw
         elif row is not None and fam.format == "jsonl":
-            line = json.dumps({k: v for k, v in row.items() if v not in (None, [], "")}, ensure_ascii=False) + "\n"
+            line = (
+                json.dumps(
+                    {k: v for k, v in row.items() if v not in (None, [], "")}, ensure_ascii=False
+                )
+                + "\n"
+            )
         elif row is not None:
             line = _csv_line([_cell(row.get(c)) for c in (*_COLUMNS, *fam.extra_columns)])
         else:
@@ -430,7 +514,9 @@ def _csv_line(cells: list[str] | tuple[str, ...]) -> str:
 def _kinds(n: int, rng: random.Random) -> list[str]:
     """``n`` kinds in a seeded order; at least one of each special kind from 100 rows up.
     The first rows are regular, so that every copy (near, exact) has an original before it."""
-    counts = {k: max(1, round(n * share)) if n >= 100 else round(n * share) for k, share in SHARES.items()}
+    counts = {
+        k: max(1, round(n * share)) if n >= 100 else round(n * share) for k, share in SHARES.items()
+    }
     special = [k for k, c in counts.items() for _ in range(c)]
     n_regular = n - len(special)
     head = min(n_regular, max(20, n // 200))
@@ -448,7 +534,9 @@ def export_fingerprint(sample_dir: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def write_export(sample_dir: Path, out_dir: Path, n: int, seed: int = 0, run_date: date = date(2026, 11, 24)) -> ExportStats:
+def write_export(
+    sample_dir: Path, out_dir: Path, n: int, seed: int = 0, run_date: date = date(2026, 11, 24)
+) -> ExportStats:
     """Write an export of exactly ``n`` records under ``out_dir`` (emptied first).
 
     Reuses an existing export in ``out_dir`` made from the same sample, ``n``, seed and generator
@@ -456,8 +544,13 @@ def write_export(sample_dir: Path, out_dir: Path, n: int, seed: int = 0, run_dat
     """
     sample_dir = Path(sample_dir)
     out_dir = Path(out_dir)
-    params = {"sample": export_fingerprint(sample_dir), "n": n, "seed": seed, "run_date": run_date.isoformat(),
-              "generator": GENERATOR_VERSION}
+    params = {
+        "sample": export_fingerprint(sample_dir),
+        "n": n,
+        "seed": seed,
+        "run_date": run_date.isoformat(),
+        "generator": GENERATOR_VERSION,
+    }
     stamp = out_dir / STAMP
     if stamp.is_file():
         saved = json.loads(stamp.read_text(encoding="utf-8"))
@@ -473,7 +566,9 @@ def write_export(sample_dir: Path, out_dir: Path, n: int, seed: int = 0, run_dat
     faq, sop, families, pool = load_seeds(sample_dir, run_date)
     notes = []
     if not sop:
-        notes.append("the sample has no long documents: SOP rows are built from FAQ answers under headings")
+        notes.append(
+            "the sample has no long documents: SOP rows are built from FAQ answers under headings"
+        )
     rng = random.Random(seed)
     var = Varier(rng, pool)
     writers = _Writers(out_dir, families)
@@ -483,16 +578,28 @@ def write_export(sample_dir: Path, out_dir: Path, n: int, seed: int = 0, run_dat
     broken_written: dict[str, int] = {}
     reservoir: list[tuple[str, dict[str, Any]]] = []
     first_day = datetime(2023, 1, 1)
-    span = int((datetime(run_date.year, run_date.month, run_date.day) - first_day).total_seconds()) - 86400 * 4
+    span = (
+        int((datetime(run_date.year, run_date.month, run_date.day) - first_day).total_seconds())
+        - 86400 * 4
+    )
 
     def stamp_time() -> str:
         return (first_day + timedelta(seconds=rng.randrange(span))).isoformat(timespec="seconds")
 
     def regular(i: int, s: Seed) -> dict[str, Any]:
         title = var.title(s.title)
-        return {"id": f"{s.family}-{i:07d}", "title": title, "answer": var.answer(s.answer, s.category),
-                "similar_questions": var.questions(s.questions, s.title), "category": s.category,
-                "tags": s.tags, "status": "published", "updated_at": stamp_time(), "lang": s.lang, **s.extra}
+        return {
+            "id": f"{s.family}-{i:07d}",
+            "title": title,
+            "answer": var.answer(s.answer, s.category),
+            "similar_questions": var.questions(s.questions, s.title),
+            "category": s.category,
+            "tags": s.tags,
+            "status": "published",
+            "updated_at": stamp_time(),
+            "lang": s.lang,
+            **s.extra,
+        }
 
     for i, kind in enumerate(_kinds(n, rng)):
         if kind in ("near", "exact") and not reservoir:
@@ -505,7 +612,9 @@ def write_export(sample_dir: Path, out_dir: Path, n: int, seed: int = 0, run_dat
                     row["expires_at"] = (run_date - timedelta(days=rng.randint(1, 700))).isoformat()
                 else:
                     past = run_date - timedelta(days=rng.randint(30, 700))
-                    row["answer"] += rng.choice(_DEADLINES).format(y=past.year, m=past.month, d=min(past.day, 28))
+                    row["answer"] += rng.choice(_DEADLINES).format(
+                        y=past.year, m=past.month, d=min(past.day, 28)
+                    )
             elif kind == "draft":
                 row["status"] = "draft" if rng.random() < 0.8 else "archived"
             else:
@@ -531,14 +640,31 @@ def write_export(sample_dir: Path, out_dir: Path, n: int, seed: int = 0, run_dat
             else:
                 s = rng.choice(faq)
                 picks = [x for x in faq if x.category == s.category] or faq
-                answer = "\n\n".join(f"## {k + 1}. {x.title}\n\n{x.answer}" for k, x in enumerate(rng.sample(picks, min(12, len(picks)))))
+                answer = "\n\n".join(
+                    f"## {k + 1}. {x.title}\n\n{x.answer}"
+                    for k, x in enumerate(rng.sample(picks, min(12, len(picks))))
+                )
             stem = s.family
-            row = {"id": f"{stem}-{i:07d}", "title": var.title(s.title), "answer": answer,
-                   "similar_questions": var.questions(s.questions, s.title), "category": s.category, "tags": s.tags,
-                   "status": "published", "updated_at": stamp_time(), "lang": s.lang, **s.extra}
+            row = {
+                "id": f"{stem}-{i:07d}",
+                "title": var.title(s.title),
+                "answer": answer,
+                "similar_questions": var.questions(s.questions, s.title),
+                "category": s.category,
+                "tags": s.tags,
+                "status": "published",
+                "updated_at": stamp_time(),
+                "lang": s.lang,
+                **s.extra,
+            }
         else:  # broken
             bk = rng.choice(_BROKEN_KINDS)
-            if bk in ("bad_json", "not_object") and not jsonl_stems or bk == "csv_fields" and not csv_stems:
+            if (
+                bk in ("bad_json", "not_object")
+                and not jsonl_stems
+                or bk == "csv_fields"
+                and not csv_stems
+            ):
                 bk = "missing_title"
             s = rng.choice(faq)
             stem, row = s.family, regular(i, s)
@@ -548,7 +674,12 @@ def write_export(sample_dir: Path, out_dir: Path, n: int, seed: int = 0, run_dat
                 writers.write(stem, None, raw=line[: len(line) // 2] + "\n")
             elif bk == "not_object":
                 stem = rng.choice(jsonl_stems)
-                writers.write(stem, None, raw=json.dumps([row["id"], row["title"], row["answer"]], ensure_ascii=False) + "\n")
+                writers.write(
+                    stem,
+                    None,
+                    raw=json.dumps([row["id"], row["title"], row["answer"]], ensure_ascii=False)
+                    + "\n",
+                )
             elif bk == "csv_fields":
                 stem = rng.choice(csv_stems)
                 writers.write(stem, None, raw=_csv_line([row["id"], row["title"], row["answer"]]))
@@ -571,17 +702,29 @@ def write_export(sample_dir: Path, out_dir: Path, n: int, seed: int = 0, run_dat
         kinds_written[kind] += 1
     writers.close()
     stats = ExportStats(
-        entries=n, kinds=kinds_written, broken=broken_written, files=dict(sorted(writers.rows.items())),
-        bytes=writers.bytes, seconds=round(time.perf_counter() - start, 2),
+        entries=n,
+        kinds=kinds_written,
+        broken=broken_written,
+        files=dict(sorted(writers.rows.items())),
+        bytes=writers.bytes,
+        seconds=round(time.perf_counter() - start, 2),
         seeds={"faq": len(faq), "long": len(sop), "pool_sentences": len(var.all_pool)},
-        sample=str(sample_dir), sample_files=sorted(p.name for p in sample_dir.iterdir() if p.is_file()),
-        seed=seed, run_date=run_date.isoformat(), notes=notes,
+        sample=str(sample_dir),
+        sample_files=sorted(p.name for p in sample_dir.iterdir() if p.is_file()),
+        seed=seed,
+        run_date=run_date.isoformat(),
+        notes=notes,
     )
-    stamp.write_text(json.dumps({"params": params, "stats": stats.as_dict()}, ensure_ascii=False, indent=1), encoding="utf-8")
+    stamp.write_text(
+        json.dumps({"params": params, "stats": stats.as_dict()}, ensure_ascii=False, indent=1),
+        encoding="utf-8",
+    )
     return stats
 
 
-def _near_copy(orig: dict[str, Any], new_id: str, var: Varier, rng: random.Random) -> dict[str, Any]:
+def _near_copy(
+    orig: dict[str, Any], new_id: str, var: Varier, rng: random.Random
+) -> dict[str, Any]:
     """A copy with one small edit whose title+answer bigram Jaccard with ``orig`` is >= 0.85."""
     base = f"{orig['title']}\n{orig['answer']}"
     for edit in _near_edits(orig, var, rng):
@@ -593,10 +736,13 @@ def _near_copy(orig: dict[str, Any], new_id: str, var: Varier, rng: random.Rando
 
 
 def _near_edits(orig: dict[str, Any], var: Varier, rng: random.Random) -> Iterator[dict[str, Any]]:
-    yield from rng.sample([
-        {"answer": orig["answer"] + rng.choice(_CLOSINGS)},
-        {"title": rng.choice(_TITLE_PREFIXES) + orig["title"]},
-        {"answer": var.synonyms(orig["answer"], 0.5)},
-        {"answer": var.numbers(orig["answer"], 0.5)},
-    ], 4)
+    yield from rng.sample(
+        [
+            {"answer": orig["answer"] + rng.choice(_CLOSINGS)},
+            {"title": rng.choice(_TITLE_PREFIXES) + orig["title"]},
+            {"answer": var.synonyms(orig["answer"], 0.5)},
+            {"answer": var.numbers(orig["answer"], 0.5)},
+        ],
+        4,
+    )
     yield {"answer": orig["answer"] + "谢谢。"}

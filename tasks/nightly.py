@@ -16,6 +16,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from kbflow import pipeline
+from kbflow.errors import EndpointUnavailable, KbflowError
 from kbflow.home import DataHome
 from kbflow.report import nightly_markdown
 from kbflow.settings import Settings
@@ -69,7 +70,20 @@ def check_unchanged(
     return pipeline.is_unchanged(home, chunked, settings)
 
 
-@task(name="embed", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=30)
+def _embed_retryable(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry the embed stage only for what a second try can fix (an endpoint that stayed down,
+    a worker that crashed); a drift, a bad setting or a rejected input fails at once."""
+    exc = state.result(raise_on_failure=False)
+    return not isinstance(exc, KbflowError) or isinstance(exc, EndpointUnavailable)
+
+
+@task(
+    name="embed",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=30,
+    retry_condition_fn=_embed_retryable,
+)
 def embed(home: DataHome, run_id: str, settings: Settings) -> dict[str, Any]:
     out = pipeline.embed_stage(home, run_id, settings)
     get_run_logger().info("embed: %d embedded, %d cached", out["embedded"], out["cached"])

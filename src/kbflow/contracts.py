@@ -58,8 +58,8 @@ QUARANTINE_ROW = pa.schema(
     ]
 )
 
-#: A normalised, deduplicated KB entry. ``row_ids`` are every input row folded into it
-#: (itself first); ``merged_ids`` the entry ids merged into it as duplicates.
+#: A normalised, deduplicated KB entry. ``row_id`` is the canonical row's input row;
+#: ``merged_ids`` the entry ids merged into it as duplicates (their rows are in DEDUP_MERGE).
 CLEAN_ENTRY = pa.schema(
     [
         ("entry_id", _str),

@@ -14,7 +14,8 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -183,15 +184,55 @@ class LocalEmbedder:
 
 
 def make_embedder(settings: EmbedSettings) -> Embedder:
-    """Build the configured backend."""
+    """Build the configured backend for endpoints that are already running.
+
+    ``sglang`` here means SGLang servers someone else started (``settings.urls``); to have
+    the run start and stop its own workers, use :func:`open_embedder`.
+    """
     match settings.backend:
         case "local":
             return LocalEmbedder(settings)
-        case "openai" | "sglang":
-            raise ConfigError(
-                f"embedding backend {settings.backend!r} is not available in this build; use --embedder local"
-            )
+        case "openai":
+            from kbflow.embed_openai import OpenAIEmbedder
+
+            return OpenAIEmbedder(settings)
+        case "sglang":
+            if not settings.urls:
+                raise ConfigError(
+                    "the sglang backend starts its workers only inside a run (open_embedder); "
+                    "to use running SGLang servers, give their URLs (--embed-url)"
+                )
+            from kbflow.embed_openai import OpenAIEmbedder
+
+            return OpenAIEmbedder(settings)
     raise ConfigError(f"unknown embedding backend {settings.backend!r}")
+
+
+@contextmanager
+def open_embedder(settings: EmbedSettings) -> Iterator[Embedder]:
+    """The configured backend for the length of a ``with`` block.
+
+    For ``sglang`` without URLs this starts the workers (one per GPU), waits until they
+    answer, and stops them on leaving the block, whatever happened; HTTP clients are closed.
+    """
+    if settings.backend == "sglang" and not settings.urls:
+        from kbflow.embed_openai import OpenAIEmbedder
+        from kbflow.sglang_worker import run_workers
+
+        with run_workers(settings) as urls:
+            embedder = OpenAIEmbedder(settings, urls=urls)
+            try:
+                yield embedder
+            finally:
+                embedder.close()
+        return
+    built = make_embedder(settings)
+    try:
+        yield built
+    finally:
+        close = getattr(built, "close", None)
+        if close is not None:
+            close()
 
 
 class EmbeddingCache:

@@ -73,3 +73,15 @@ class ConcurrentRunError(KbflowError):
     """Another nightly run holds the data home's lock."""
 
     exit_code = 7
+
+
+class EndpointUnavailable(EmbeddingError):
+    """An embedding endpoint kept failing with transient errors after every retry."""
+
+
+class DriftError(EmbeddingError):
+    """The backend's vectors for the canary texts differ from those stored for its model key
+    (or a text embedded alone differs from the same text in a batch): the run stops before
+    vectors that are incompatible with the cache are written."""
+
+    exit_code = 8

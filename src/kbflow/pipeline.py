@@ -37,7 +37,8 @@ from kbflow.contracts import (
     table_from_rows,
     write_table,
 )
-from kbflow.embed import EmbeddingCache, describe, embed_missing, make_embedder
+from kbflow.drift import check_drift
+from kbflow.embed import EmbeddingCache, describe, embed_missing, open_embedder
 from kbflow.errors import AccountingError, KbflowError
 from kbflow.home import DataHome, atomic_write_text
 from kbflow.index import (
@@ -285,14 +286,17 @@ def is_unchanged(home: DataHome, chunked: dict[str, Any], settings: Settings) ->
 def embed_stage(home: DataHome, run_id: str, settings: Settings) -> dict[str, Any]:
     def run(folder: Path) -> dict[str, Any]:
         passages = read_table(home.stage_dir(run_id, "chunk") / "passages.parquet", PASSAGE)
-        embedder = make_embedder(settings.embed)
-        cache = EmbeddingCache(home.embeddings, embedder.info.key, embedder.info.dim)
-        stats = embed_missing(
-            passages.column("text").to_pylist(),
-            passages.column("text_hash").to_pylist(),
-            embedder,
-            cache,
-        )
+        # For sglang the workers live exactly as long as this block, even if embedding fails.
+        with open_embedder(settings.embed) as embedder:
+            cache = EmbeddingCache(home.embeddings, embedder.info.key, embedder.info.dim)
+            # Before any vector is written: a backend whose output changed stops the run here.
+            check_drift(embedder, cache.dir)
+            stats = embed_missing(
+                passages.column("text").to_pylist(),
+                passages.column("text_hash").to_pylist(),
+                embedder,
+                cache,
+            )
         log.info(
             "embed: %d passages, %d unique texts, %d cached, %d embedded (%.0f/s)",
             stats.passages,

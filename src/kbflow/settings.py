@@ -6,10 +6,11 @@ Nested values use ``__`` in environment variables, e.g. ``KBFLOW_CLEAN__NEAR_DUP
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -60,13 +61,61 @@ class EmbedSettings(BaseModel):
     backend: Literal["local", "openai", "sglang"] = "local"
     model: str = "all-MiniLM-L6-v2"
     """Model name; for ``local`` the bundled default is the only one installed."""
-    dim: int | None = None
+    dim: int | None = Field(None, ge=1)
     """Matryoshka dimension (truncate then re-normalise); None = the model's full size."""
     batch_size: int = Field(64, ge=1)
     query_instruction: str | None = None
     """Task text; for Qwen3-Embedding queries become ``Instruct: {task}\\nQuery:{q}``."""
     device: str = "cpu"
     threads: int | None = None
+    urls: list[str] = Field(default_factory=list)
+    """``openai``: base URLs of OpenAI-compatible endpoints (``http://host:port/v1``); work is
+    shared across them. ``sglang``: left empty (the flow starts the workers)."""
+    api_key: SecretStr | None = Field(default_factory=lambda: _api_key_from_env())
+    """From ``KBFLOW_EMBED__API_KEY``, else ``OPENAI_API_KEY``; never a default, never logged."""
+    model_path: Path | None = None
+    """``sglang``: the model folder the worker loads (e.g. a Qwen3-Embedding checkout)."""
+    gpus: int = Field(1, ge=1)
+    """``sglang``: one worker per GPU (``CUDA_VISIBLE_DEVICES`` set per worker when > 1)."""
+    launch_command: list[str] = Field(
+        default_factory=lambda: [
+            "{python}",
+            "-m",
+            "sglang.launch_server",
+            "--model-path",
+            "{model_path}",
+            "--is-embedding",
+            "--host",
+            "{host}",
+            "--port",
+            "{port}",
+        ]
+    )
+    """``sglang``: the worker command; ``{python}``, ``{model_path}``, ``{host}``, ``{port}`` and
+    ``{gpu}`` are filled in. Point it at a container or another launcher if needed."""
+    launch_extra_args: list[str] = Field(default_factory=list)
+    """Appended to ``launch_command`` (e.g. ``["--disable-radix-cache"]``)."""
+    startup_timeout: float = Field(900.0, gt=0)
+    """Seconds a worker may take to answer ``/health`` with 200 (model load, CUDA graphs)."""
+    request_timeout: float = Field(120.0, gt=0)
+    """Seconds per embedding request before it counts as failed (and is retried)."""
+    max_in_flight: int = Field(4, ge=1)
+    """Concurrent requests per endpoint."""
+    batch_tokens: int = Field(16_384, ge=1)
+    """Estimated tokens per request (texts are sorted by length, so batches pad little)."""
+    batch_items: int = Field(256, ge=1)
+    """Texts per request."""
+    retries: int = Field(6, ge=0)
+    """Retries of a request after a connection error, timeout, 429 or 5xx."""
+    retry_backoff: float = Field(1.0, ge=0)
+    """First backoff in seconds; doubled after each retry (capped at 60 s), with jitter."""
+
+
+def _api_key_from_env() -> SecretStr | None:
+    # Settings are the one place that reads the environment; OPENAI_API_KEY is what every
+    # OpenAI-compatible tool already sets, KBFLOW_EMBED__API_KEY (read by pydantic-settings) wins.
+    value = os.environ.get("OPENAI_API_KEY")
+    return SecretStr(value) if value else None
 
 
 class IndexSettings(BaseModel):

@@ -20,8 +20,19 @@ BENCH = ROOT / "bench" / "bench_stages.py"
 SAMPLE = ROOT / "examples" / "kb_zh" / "export"
 ENTRIES = 100
 
-FIRST_RUN = ["start_run", "pull", "validate", "clean", "chunk", "check_unchanged", "embed", "index",
-             "account", "publish", "report"]
+FIRST_RUN = [
+    "start_run",
+    "pull",
+    "validate",
+    "clean",
+    "chunk",
+    "check_unchanged",
+    "embed",
+    "index",
+    "account",
+    "publish",
+    "report",
+]
 RERUN = ["start_run", "pull", "validate", "clean", "chunk", "check_unchanged", "account", "report"]
 OUTCOMES = ("indexed", "duplicate", "stale", "unpublished", "quarantined")
 
@@ -38,12 +49,24 @@ def _load_bench() -> ModuleType:
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], dict[str, Any], Path]:
     if not SAMPLE.is_dir():
-        pytest.skip(f"{SAMPLE} is absent: build the sample with `python examples/build_examples.py`")
+        pytest.skip(
+            f"{SAMPLE} is absent: build the sample with `python examples/build_examples.py`"
+        )
     bench = _load_bench()
     tmp = tmp_path_factory.mktemp("bench")
     out = tmp / "results.json"
-    returned = bench.main(["--entries", str(ENTRIES), "--workdir", str(tmp / "work"), "--out", str(out),
-                           "--log-level", "WARNING"])
+    returned = bench.main(
+        [
+            "--entries",
+            str(ENTRIES),
+            "--workdir",
+            str(tmp / "work"),
+            "--out",
+            str(out),
+            "--log-level",
+            "WARNING",
+        ]
+    )
     return returned, json.loads(out.read_text(encoding="utf-8")), tmp
 
 
@@ -52,7 +75,9 @@ def test_json_is_what_main_returns(run: tuple[dict[str, Any], dict[str, Any], Pa
     assert json.loads(json.dumps(returned, default=str)) == written
 
 
-def test_first_run_has_every_stage_in_flow_order(run: tuple[dict[str, Any], dict[str, Any], Path]) -> None:
+def test_first_run_has_every_stage_in_flow_order(
+    run: tuple[dict[str, Any], dict[str, Any], Path],
+) -> None:
     _, res, _ = run
     first = res["first_run"]
     assert first["status"] == "published"
@@ -61,7 +86,12 @@ def test_first_run_has_every_stage_in_flow_order(run: tuple[dict[str, Any], dict
         assert s["wall_s"] >= 0 and s["cpu_s"] >= 0
         assert s["peak_rss_mib"] > 0 and s["process_peak_rss_mib"] >= s["peak_rss_mib"]
     stages = {s["stage"]: s for s in first["stages"]}
-    for name, item in (("validate", "entries"), ("clean", "entries"), ("chunk", "entries"), ("embed", "passages")):
+    for name, item in (
+        ("validate", "entries"),
+        ("clean", "entries"),
+        ("chunk", "entries"),
+        ("embed", "passages"),
+    ):
         assert stages[name]["item"] == item
         assert stages[name]["items"] > 0 and stages[name]["rate"] > 0
     # embedding was real: every unique passage text went through the model
@@ -71,7 +101,9 @@ def test_first_run_has_every_stage_in_flow_order(run: tuple[dict[str, Any], dict
     assert first["total_wall_s"] >= sum(s["wall_s"] for s in first["stages"]) * 0.99
 
 
-def test_rerun_is_unchanged_and_embeds_nothing(run: tuple[dict[str, Any], dict[str, Any], Path]) -> None:
+def test_rerun_is_unchanged_and_embeds_nothing(
+    run: tuple[dict[str, Any], dict[str, Any], Path],
+) -> None:
     _, res, _ = run
     rerun = res["rerun"]
     assert rerun["status"] == "unchanged"
@@ -100,17 +132,31 @@ def test_accounting_sums_to_the_export(run: tuple[dict[str, Any], dict[str, Any]
     assert {o: rows[o] for o in OUTCOMES} == {o: acc[o] for o in OUTCOMES}
 
 
-def test_floors_machine_and_versions_are_recorded(run: tuple[dict[str, Any], dict[str, Any], Path]) -> None:
+def test_floors_machine_and_versions_are_recorded(
+    run: tuple[dict[str, Any], dict[str, Any], Path],
+) -> None:
     _, res, _ = run
     names = [f["name"] for f in res["floors"]]
-    assert names == ["validate+clean+chunk wall time", "peak RSS of the process", "rerun / first run wall time",
-                     "rerun embeds no passage"]
+    assert names == [
+        "validate+clean+chunk wall time",
+        "peak RSS of the process",
+        "rerun / first run wall time",
+        "rerun embeds no passage",
+    ]
     for f in res["floors"]:
         assert f["passed"] in (True, False, None)
     # 100 entries are far below the 100k the time and memory floors are defined for
     assert res["floors"][0]["passed"] in (None, False)
     assert res["machine"]["nproc"] >= 1 and res["machine"]["memory_total_gib"] > 0
-    for pkg in ("prefect", "faiss-cpu", "duckdb", "pyarrow", "datasketch", "sentence-transformers", "torch"):
+    for pkg in (
+        "prefect",
+        "faiss-cpu",
+        "duckdb",
+        "pyarrow",
+        "datasketch",
+        "sentence-transformers",
+        "torch",
+    ):
         assert pkg in res["versions"]
     assert "--entries 100" in res["command"]
     assert "Prefect" in res["note"]

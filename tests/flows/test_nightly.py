@@ -215,3 +215,23 @@ def test_entries_missing_from_a_new_snapshot_are_retired(home: Path, tmp_path: P
 
     v = LoadedVersion(home / "indexes" / res["version"])
     assert not any(e.startswith("leg-") for e in v.entry_ids)
+
+
+def test_run_leaves_a_markdown_report_artifact(first: dict):
+    from prefect.client.orchestration import get_client
+
+    # Prefect 3.8.8's artifact helpers send nulls its own server rejects: post the full filter.
+    body = {
+        "artifacts": {"key": {"any_": ["kb-nightly-report"]}},
+        "flow_runs": {},
+        "task_runs": {},
+        "limit": 50,
+        "offset": 0,
+        "sort": "CREATED_DESC",
+    }
+    with get_client(sync_client=True) as client:
+        arts = client._client.post("/artifacts/filter", json=body).json()
+    bodies = [a["data"] for a in arts if a["type"] == "markdown"]
+    assert any(
+        first["run_id"] in b and "| indexed |" in b and "| quarantined |" in b for b in bodies
+    )

@@ -19,8 +19,12 @@ def _value(name: str):
         return datetime(2026, 11, 24, 2, 0)
     if name in ("run_date",):
         return date(2026, 11, 24)
-    if name in ("limit",) or name.startswith("n_"):
+    if name in ("limit",) or name.startswith(("n_", "min_", "max_")):
         return 10
+    if name.endswith("_ms"):
+        return 300.0
+    if name.endswith(("_rate", "_threshold")):
+        return 0.15
     if name in ("files", "summary", "manifest"):
         return "{}"
     return "x"
@@ -44,6 +48,22 @@ def con(tmp_path):
     c.register(
         "staged_stale", table_from_rows([{"entry_id": "c", "reason": "expired"}], STALE_ENTRY)
     )
+    # logs.duckdb: every DDL file under sql/schema/, sample events, and a staged table per
+    # statement that reads one (staged_<table> has the columns of <table>).
+    catalog_tables = {r[0] for r in c.execute("select table_name from duckdb_tables()").fetchall()}
+    for ddl in list_sql("schema"):
+        if ddl.split("/")[-1].startswith("create_"):
+            c.execute(load_sql(ddl))
+    c.execute(
+        "insert into search_events values ('q1', '2026-11-24 02:00:00+00', 's1', 'u1', '发票', 'v1',"
+        " ['a', 'b', 'c'], [0.9, 0.5, 0.2], 0.9, 12.5, 0, false, 0.35),"
+        " ('q2', '2026-11-24 02:01:00+00', 's1', 'u1', '=cmd', 'v1', [], [], null, 30.0, 2, true, null)"
+    )
+    c.execute("insert into click_events values ('q1', '2026-11-24 02:00:05+00', 's1', 'u1', 'a', 1)")
+    tables = {r[0] for r in c.execute("select table_name from duckdb_tables()").fetchall()}
+    for table in sorted(tables - catalog_tables):
+        c.execute(f"create temp table staged_{table} as select * from {table}")
+    c.execute("create temp table staged_gap_assignments as select '发票' as query, 0 as cluster_id")
     yield c
     c.close()
 

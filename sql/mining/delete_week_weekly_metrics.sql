@@ -1,0 +1,10 @@
+-- purpose: remove one week's rows from review_weekly_metrics before that week is rewritten
+--          (runs inside the same transaction as the insert, so readers never see a half week).
+-- inputs:  review_weekly_metrics; $week
+-- output:  rows deleted
+-- grain:   one ISO week
+with final as (
+    select $week as week
+)
+
+delete from review_weekly_metrics where week in (select week from final)

@@ -1,0 +1,89 @@
+"""Prefect tasks of ``kb-weekly-mining``: thin wrappers, one call into ``kbflow.mining`` each.
+
+The review tables live in ``logs.duckdb``; tasks return small summaries and paths. Only a
+locked ``logs.duckdb`` (a serving process flushing a batch) is worth a retry.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from kbflow import mining
+from kbflow.home import DataHome
+from kbflow.logstore import LogLockedError
+from kbflow.report import weekly_markdown
+
+
+def _retry_on_lock(task: Any, task_run: Any, state: Any) -> bool:
+    try:
+        state.result()
+    except LogLockedError:
+        return True
+    except Exception:  # noqa: BLE001 - anything else is not transient
+        return False
+    return False
+
+
+def _week_dir(home: DataHome, week: str) -> Any:
+    return home.reports / "weekly" / week
+
+
+@task(
+    name="mine-week",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=30,
+    retry_condition_fn=_retry_on_lock,
+    timeout_seconds=3600,
+)
+def mine(home: DataHome, week: str, settings: mining.MiningSettings) -> dict[str, Any]:
+    summary = mining.mine_week(home.logs_path, week, settings)
+    get_run_logger().info(
+        "mine: %s: %d queries, %d flagged answers, %d gap clusters, alerts: %s",
+        week,
+        summary["metrics"]["n_queries"],
+        summary["flagged_answers"],
+        summary["gap_clusters"],
+        ", ".join(summary["alerts"]) or "none",
+    )
+    return summary
+
+
+@task(name="export-week", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=30,
+      retry_condition_fn=_retry_on_lock)  # fmt: skip
+def export(home: DataHome, week: str) -> dict[str, str]:
+    paths = mining.export_week(home.logs_path, week, _week_dir(home, week))
+    get_run_logger().info("export: %d files under %s", len(paths), _week_dir(home, week))
+    return paths
+
+
+@task(name="report-week", cache_policy=NO_CACHE)
+def report(home: DataHome, week: str, summary: dict[str, Any]) -> dict[str, Any]:
+    path = mining.render_week_report(home.logs_path, week, _week_dir(home, week))
+    summary = {**summary, "report": str(path)}
+    key = f"kb-weekly-{week.lower()}"
+    create_markdown_artifact(key="kb-weekly-report", markdown=weekly_markdown(summary),
+                             description=f"kb-weekly-mining {week}")  # fmt: skip
+    create_link_artifact(key=key, link=path.as_uri(), link_text=f"weekly report {week}",
+                         description=f"kb-weekly-mining HTML report for {week}")  # fmt: skip
+    tables = mining.read_review_tables(home.logs_path, week)
+    flagged = [r for r in tables["low_click_answers"].to_pylist() if r["flagged"]][:20]
+    create_table_artifact(
+        key="kb-weekly-low-click-answers",
+        table=[{k: r[k] for k in ("entry_id", "impressions", "clicks", "ctr")} for r in flagged],
+        description=f"answers shown but rarely clicked, {week} (top 20)",
+    )
+    create_table_artifact(
+        key="kb-weekly-kb-gaps",
+        table=[
+            {k: str(r[k]) for k in ("cluster_id", "label", "size", "n_users", "nearest_entry_id")}
+            for r in tables["kb_gaps"].to_pylist()[:20]
+        ],
+        description=f"largest gap topics, {week} (top 20)",
+    )
+    get_run_logger().info("report: %s", path)
+    return summary
