@@ -121,11 +121,17 @@ class Bm25Index:
 
     @classmethod
     def build(cls, texts: Sequence[str], k1: float = 1.2, b: float = 0.75) -> Bm25Index:
+        """Index ``texts``. Tokens become integer ids as they are produced: holding every
+        token of a 100k-entry KB as a Python string took gigabytes."""
         import bm25s
 
-        corpus = [tokenize(t) or ["\x00empty"] for t in texts]
+        vocab: dict[str, int] = {}
+        corpus: list[list[int]] = []
+        for text in texts:
+            tokens = tokenize(text)
+            corpus.append([vocab.setdefault(t, len(vocab)) for t in (tokens or ["\x00empty"])])
         retriever = bm25s.BM25(k1=k1, b=b)
-        retriever.index(corpus, show_progress=False)
+        retriever.index((corpus, vocab), show_progress=False)
         return cls(retriever)
 
     def save(self, folder: Path) -> None:
