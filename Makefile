@@ -27,6 +27,10 @@ demo: $(STAMP)
 	@for q in "我单子咋还没到" "退款几天能到账啊" "优惠卷为啥用不了" "发票开错了能重开吗" "今天天气怎么样"; do \
 		echo "> kbflow search \"$$q\""; $(BIN)/kbflow search --home $(DEMO_HOME) -k 3 "$$q"; echo; done
 	$(BIN)/kbflow eval --home $(DEMO_HOME) --golden examples/kb_zh/golden.jsonl --split test
+	@echo
+	@echo "> simulated search and click logs for 2026-W47, then the weekly mining"
+	$(BIN)/kbflow simulate-logs --home $(DEMO_HOME) --week 2026-W47 --sessions 100
+	$(BIN)/kbflow mine --home $(DEMO_HOME) --week 2026-W47
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

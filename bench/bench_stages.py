@@ -415,6 +415,30 @@ def package_versions() -> dict[str, str | None]:
     return out
 
 
+def code_fingerprint() -> dict[str, Any]:
+    """sha256 over the measured code (src/kbflow, flows, tasks, sql) and the newest file's
+    modification time, so that figures can be matched to the code they were taken on."""
+    import hashlib
+
+    h = hashlib.sha256()
+    newest = 0.0
+    files = 0
+    for sub in ("src/kbflow", "flows", "tasks", "sql"):
+        for p in sorted((ROOT / sub).rglob("*")):
+            if p.is_file() and p.suffix in (".py", ".sql"):
+                h.update(p.relative_to(ROOT).as_posix().encode())
+                h.update(p.read_bytes())
+                newest = max(newest, p.stat().st_mtime)
+                files += 1
+    return {
+        "sha256": h.hexdigest()[:16],
+        "files": files,
+        "newest_mtime": datetime.fromtimestamp(newest, UTC).isoformat(timespec="seconds")
+        if files
+        else None,
+    }
+
+
 def _stage_map(run: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {s["stage"]: s for s in run["stages"]}
 
@@ -735,6 +759,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         profile = {s.strip() for s in args.profile.split(",") if s.strip()}
         meter = Meter(profile, out.with_suffix("") if profile else None)
         out.parent.mkdir(parents=True, exist_ok=True)
+        code = code_fingerprint()  # before the runs: the modules are imported as they are now
         load_start = os.getloadavg()
         started = datetime.now(UTC).isoformat(timespec="seconds")
         first = nightly_run(
@@ -778,6 +803,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 "load_avg_end": [round(x, 2) for x in os.getloadavg()],
             },
             "versions": package_versions(),
+            "code": code,
             "embed_mode": embed_mode,
             "embed_sample": args.embed_sample,
             "settings": settings.model_dump(mode="json", exclude={"home"}),

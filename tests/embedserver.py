@@ -48,6 +48,7 @@ class Server:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
+        self.log.unlink(missing_ok=True)
 
 
 def start_server(*args: str, timeout: float = 90) -> Server:
@@ -72,8 +73,9 @@ def start_server(*args: str, timeout: float = 90) -> Server:
         except (urllib.error.URLError, OSError):
             pass
         time.sleep(0.2)
+    tail = log.read_text()[-2000:]
     server.stop()
-    raise RuntimeError(f"embedding server not healthy after {timeout}s: {log.read_text()[-2000:]}")
+    raise RuntimeError(f"embedding server not healthy after {timeout}s: {tail}")
 
 
 @contextmanager

@@ -5,37 +5,42 @@
 -- output:  rows for review_low_click_answers
 -- grain:   one row per entry_id shown at least once in the week
 with searches as (
-    select query_id, query, result_ids
+    select query_id, query, result_ids[1:3] as top3
     from search_events
     where ts >= $start_at and ts < $end_at
 ),
 
+shown as (
+    -- identical (query, top 3) pairs are most of a week: count them once, unnest the groups
+    select query, top3, count(*) as n
+    from searches
+    group by query, top3
+),
+
 impressions as (
-    select s.query_id, s.query, r.entry_id, r.position
-    from searches as s,
-        unnest(s.result_ids[1:3]) with ordinality as r(entry_id, position)
+    select s.query, r.entry_id, r.position, s.n
+    from shown as s,
+        unnest(s.top3) with ordinality as r(entry_id, position)
 ),
 
 clicks as (
-    -- a click counts for the week of its search; repeated clicks on one result count once
+    -- a click counts for the week of its search and only on a top-3 result it was shown;
+    -- repeated clicks on one result count once
     select distinct c.query_id, c.entry_id
     from click_events as c
-    where c.query_id in (select query_id from searches)
+    inner join searches as s on s.query_id = c.query_id
+    where list_contains(s.top3, c.entry_id)
 ),
 
-joined as (
-    select
-        i.entry_id,
-        i.query,
-        i.position,
-        c.query_id is not null as clicked
-    from impressions as i
-    left join clicks as c on c.query_id = i.query_id and c.entry_id = i.entry_id
+click_counts as (
+    select entry_id, count(*) as clicks
+    from clicks
+    group by entry_id
 ),
 
 per_query as (
-    select entry_id, query, count(*) as n
-    from joined
+    select entry_id, query, sum(n) as n
+    from impressions
     group by entry_id, query
 ),
 
@@ -48,10 +53,9 @@ samples as (
 per_answer as (
     select
         entry_id,
-        count(*) as impressions,
-        count(*) filter (where position = 1) as top1_impressions,
-        count(*) filter (where clicked) as clicks
-    from joined
+        sum(n)::bigint as impressions,
+        coalesce(sum(n) filter (where position = 1), 0)::bigint as top1_impressions
+    from impressions
     group by entry_id
 ),
 
@@ -61,12 +65,16 @@ final as (
         a.entry_id,
         a.impressions,
         a.top1_impressions,
-        a.clicks,
-        a.clicks / a.impressions as ctr,
-        (a.clicks / a.impressions < $ctr_threshold and a.impressions >= $min_impressions) as flagged,
+        coalesce(c.clicks, 0)::bigint as clicks,
+        coalesce(c.clicks, 0) / a.impressions as ctr,
+        (
+            coalesce(c.clicks, 0) / a.impressions < $ctr_threshold
+            and a.impressions >= $min_impressions
+        ) as flagged,
         s.sample_queries,
         $mined_at::timestamptz as mined_at
     from per_answer as a
+    left join click_counts as c using (entry_id)
     left join samples as s using (entry_id)
     order by flagged desc, a.impressions desc, a.entry_id
 )

@@ -44,7 +44,7 @@ volume as (
 
 click_totals as (
     select
-        coalesce(sum(n), 0) as n_clicks,
+        coalesce(sum(n), 0)::bigint as n_clicks,
         count(*) as n_clicked_queries
     from clicks
 ),

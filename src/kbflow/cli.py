@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from kbflow.cli_mine import add_commands as add_mining_commands
 from kbflow.errors import KbflowError
 
 EPILOG = "Data home: --home DIR, or KBFLOW_HOME (default ./.kbflow). Docs: README.md."
@@ -126,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("runs", help="list recent runs from the catalog", epilog=EPILOG)
     _home_arg(p)
     p.add_argument("-n", type=int, default=10, help="how many (default 10)")
+    add_mining_commands(sub, COMMANDS)
     return parser
 
 

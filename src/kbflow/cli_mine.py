@@ -103,12 +103,7 @@ def cmd_mine(args: argparse.Namespace) -> int:
     home = _resolve_home(args.home)
     week = args.week or default_week(tz=MiningSettings().timezone)
     parse_week(week)  # a malformed week is reported before Prefect starts
-    # The CLI is the core's one outer door to flows/. tests/unit/test_layers.py exempts only
-    # cli.py by name, so this module reaches the flow through importlib until cli_mine.py is
-    # added to that exemption (then: `from flows.weekly import kb_weekly_mining`).
-    import importlib
-
-    kb_weekly_mining = importlib.import_module("flows.weekly").kb_weekly_mining
+    from flows.weekly import kb_weekly_mining
     state = kb_weekly_mining(week=week, home=str(home), return_state=True)
     result = state.result(raise_on_failure=False)
     if isinstance(result, KbflowError):

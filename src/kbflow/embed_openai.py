@@ -244,6 +244,7 @@ class OpenAIEmbedder:
         for b in batches:
             todo.put(b)
         failed = threading.Event()
+        alive = set(range(len(self._clients)))
         start = time.perf_counter()
         done = [0]
 
@@ -256,6 +257,19 @@ class OpenAIEmbedder:
                     return
                 try:
                     out[idx] = self._embed_split(endpoint, [texts[i] for i in idx])
+                except EndpointUnavailable:
+                    with self._lock:
+                        alive.discard(endpoint)
+                        others = bool(alive)
+                    if not others:
+                        failed.set()
+                        raise
+                    # Another endpoint is still answering: it takes this batch and the rest.
+                    log.warning(
+                        "%s is down; the other endpoints take its work", self.urls[endpoint]
+                    )
+                    todo.put(idx)
+                    return
                 except BaseException:
                     failed.set()
                     raise
@@ -272,13 +286,26 @@ class OpenAIEmbedder:
                         (len(texts) - n) / rate,
                     )
 
-        slots = _interleave(len(self._clients), s.max_in_flight, len(batches))
-        with ThreadPoolExecutor(max_workers=len(slots), thread_name_prefix="embed") as pool:
-            futures = [pool.submit(worker, e) for e in slots]
-            errors = [f.exception() for f in futures]
-        first = next((e for e in errors if e is not None), None)
-        if first is not None:
-            raise first
+        # Rounds: a batch handed back by an endpoint that went down after the others had
+        # already finished is picked up by the next round on the endpoints still alive.
+        while not todo.empty() and not failed.is_set():
+            slots = [
+                e
+                for e in _interleave(len(self._clients), s.max_in_flight, todo.qsize())
+                if e in alive
+            ] or sorted(alive)[:1]
+            with ThreadPoolExecutor(max_workers=len(slots), thread_name_prefix="embed") as pool:
+                futures = [pool.submit(worker, e) for e in slots]
+                try:
+                    errors = [f.exception() for f in futures]
+                except BaseException:  # KeyboardInterrupt: workers stop after their request
+                    failed.set()
+                    raise
+            first = next((e for e in errors if e is not None), None)
+            if first is not None:
+                raise first
+        if done[0] != len(texts):  # pragma: no cover - a bug, not a server fault
+            raise EmbeddingError(f"embedded {done[0]} of {len(texts)} texts")
         return truncate_normalize(out, self.info.dim)
 
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:

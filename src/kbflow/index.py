@@ -48,10 +48,26 @@ def build_dense(vectors: np.ndarray, ids: np.ndarray, factory: str) -> Any:
     if not base.is_trained:
         rng = np.random.default_rng(0)
         sample = vectors[rng.choice(len(vectors), size=min(len(vectors), 100_000), replace=False)]
-        base.train(sample)
+        if _faiss_gpus(faiss) > 0:
+            # faiss-gpu (GPU hosts): IVF's k-means is the slow part, so train on the GPU, then
+            # copy back with index_gpu_to_cpu: the saved file and its readers stay the same.
+            gpu = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, base)
+            gpu.train(sample)
+            base = faiss.index_gpu_to_cpu(gpu)
+        else:
+            base.train(sample)
     index = faiss.IndexIDMap2(base)
     index.add_with_ids(vectors, ids.astype(np.int64))
     return index
+
+
+def _faiss_gpus(faiss: Any) -> int:
+    """GPUs faiss can use: 0 with faiss-cpu, on a host without a device, or an old build."""
+    get = getattr(faiss, "get_num_gpus", None)
+    try:
+        return int(get()) if get is not None else 0
+    except RuntimeError:
+        return 0
 
 
 def _write_faiss(index: Any, path: Path) -> None:

@@ -12,7 +12,8 @@ nightly runs. Every table is keyed by ``week`` (ISO week, ``2026-W47``); a rerun
 week's rows only.
 
 **Clustering.** MinHash over character bigrams of the normalised text (datasketch), LSH for
-candidates, verified by exact Jaccard, joined by union-find (single linkage). Chosen over the
+candidates, verified by exact Jaccard, leader clustering (each query joins the most similar
+more frequent leader, so topics do not chain into each other). Chosen over the
 embedded model's vectors because that model is English-only and scores below keyword matching
 on Chinese (see FACTS/data README); users' paraphrases of one missing topic (typos, inserted
 particles, reordered words) keep most of their character bigrams, so Jaccard groups them
@@ -134,38 +135,38 @@ def _shingles(text: str) -> set[bytes]:
 
 
 def cluster_texts(texts: list[str], threshold: float = 0.4, num_perm: int = 128) -> list[int]:
-    """Cluster normalised texts: label per text, ``0..k-1``, numbered by first appearance.
+    """Cluster normalised texts, given most frequent first: a label per text, ``0..k-1``.
 
-    Two texts are linked when the exact Jaccard similarity of their character-bigram sets is
-    at least ``threshold`` (candidates from MinHash LSH); clusters are the connected
-    components. Deterministic for a given input order."""
+    Leader clustering: each text joins the earlier leader whose character-bigram set is most
+    similar to its own (exact Jaccard, at least ``threshold``; candidates from MinHash LSH over
+    the leaders only), or becomes a new leader. Unlike single linkage this does not chain
+    different topics together through a series of near neighbours, and the most frequent
+    phrasing of a topic is its leader. Deterministic for a given input order."""
     from datasketch import MinHash, MinHashLSH
 
-    n = len(texts)
-    if n == 0:
+    if not texts:
         return []
     sets = [_shingles(t) for t in texts]
     hashes = MinHash.bulk([sorted(s) for s in sets], num_perm=num_perm, seed=1)
     # LSH recall must be high: index at a lower threshold, verify candidates exactly.
     lsh = MinHashLSH(threshold=max(0.05, threshold * 0.7), num_perm=num_perm)
-    parent = list(range(n))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
+    labels: list[int] = []
+    leader_label: dict[int, int] = {}
     for i, h in enumerate(hashes):
+        best, best_j = -1, threshold
+        a = sets[i]
         for j in lsh.query(h):
-            a, b = sets[i], sets[int(j)]
-            if a and b and len(a & b) / len(a | b) >= threshold:
-                ri, rj = find(i), find(int(j))
-                if ri != rj:
-                    parent[max(ri, rj)] = min(ri, rj)
-        lsh.insert(i, h)
-    labels: dict[int, int] = {}
-    return [labels.setdefault(find(i), len(labels)) for i in range(n)]
+            b = sets[int(j)]
+            sim = len(a & b) / len(a | b) if a and b else 0.0
+            if sim > best_j or (sim == best_j and (best < 0 or int(j) < best)):
+                best, best_j = int(j), sim
+        if best >= 0:
+            labels.append(leader_label[best])
+        else:
+            leader_label[i] = len(leader_label)
+            labels.append(leader_label[i])
+            lsh.insert(i, h)
+    return labels
 
 
 def assign_gap_clusters(gap_queries: pa.Table, settings: MiningSettings) -> tuple[pa.Table, int]:

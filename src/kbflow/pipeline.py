@@ -12,7 +12,8 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -317,6 +318,27 @@ def embed_stage(home: DataHome, run_id: str, settings: Settings) -> dict[str, An
     return _stage(home, run_id, "embed", run)
 
 
+@contextmanager
+def calibration_settings(settings: Settings, info: dict[str, Any]) -> Iterator[Settings]:
+    """Settings under which calibration can embed queries. Models with a query instruction
+    need the backend again; for ``sglang`` that means workers, started for the length of the
+    block and stopped after it (other models reuse the stored passage vectors, no backend)."""
+    embed = settings.embed
+    if (
+        not (info.get("query_template") and info.get("task"))
+        or embed.backend != "sglang"
+        or embed.urls
+    ):
+        yield settings
+        return
+    from kbflow.sglang_worker import run_workers
+
+    with run_workers(embed) as urls:
+        yield settings.model_copy(
+            update={"embed": embed.model_copy(update={"backend": "openai", "urls": urls})}
+        )
+
+
 # --- 6. index --------------------------------------------------------------------------------
 
 
@@ -355,7 +377,8 @@ def index_stage(
             "code_version": __version__,
         }
         vdir = build_version(home.indexes, version, passages, vectors, manifest, settings.index)
-        cal = calibrate_index(vdir, settings, info)
+        with calibration_settings(settings, info) as cal_settings:
+            cal = calibrate_index(vdir, cal_settings, info)
         update_manifest(vdir, calibration=cal)
         catalog.record_version(home.catalog_path, read_manifest(vdir))
         return {

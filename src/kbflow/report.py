@@ -309,6 +309,9 @@ def write_weekly_report(
             for key in ("sample_queries", "example_queries"):
                 if isinstance(r.get(key), list):
                     r[key] = " | ".join(str(q) for q in r[key])
+            for key in ("ctr", "nearest_score"):
+                if isinstance(r.get(key), float):
+                    r[key] = round(r[key], 3)
     body = [
         f"<h1>kbflow weekly mining: {esc(week)}</h1>",
         f"<p>{badges}</p>",

@@ -179,7 +179,7 @@ def synthesize_events(
         n = min(chunk, n_searches - done)
         pick = pa.array(rng.choice(len(pool), size=n, p=weights))
         ts = np.sort(rng.integers(start_us, start_us + span_us, size=n))
-        qid = np.char.add("syn-", (np.arange(done, done + n)).astype(str))
+        qid = np.char.add(f"syn-{week}-", (np.arange(done, done + n)).astype(str))
         user = rng.integers(0, n_users, size=n)
         level = rng.choice(3, size=n, p=(0.95, 0.04, 0.01)).astype(np.int32)
         searches = pa.Table.from_arrays(

@@ -80,6 +80,8 @@ def test_openai_backend_builds_the_same_index_as_local(
     cos = (vecs * vec_local).sum(axis=1)
     assert cos.min() >= 0.999
     assert manifest["embedding"]["model_key"] == man_local["embedding"]["model_key"]
+    # the drift guard ran inside the embed stage and stored this key's canaries
+    assert (tmp_path / "embeddings" / "all-MiniLM-L6-v2@384" / "canary.json").is_file()
     # the key is used, and appears in no file of the data home and in no log line
     for path in tmp_path.rglob("*"):
         if path.is_file():
@@ -98,7 +100,9 @@ def test_sglang_lifecycle_starts_two_workers_embeds_and_stops_them(local_home: P
         "embed.startup_timeout": 120,
     }
     home = tmp_path / "home"
-    out = kb_nightly(source=str(EN / "export"), run_date=RUN_DATE, home=str(home), overrides=overrides)
+    out = kb_nightly(
+        source=str(EN / "export"), run_date=RUN_DATE, home=str(home), overrides=overrides
+    )
     assert out["status"] == "published"
     pids = worker_pids(pid_dir)
     assert len(pids) == 2 and not any(pid_alive(p) for p in pids)
@@ -118,7 +122,9 @@ def test_worker_is_stopped_when_the_flow_fails_mid_embedding(tmp_path: Path):
     }
     home = tmp_path / "home"
     with pytest.raises(EmbeddingError, match="HTTP 400"):
-        kb_nightly(source=str(EN / "export"), run_date=RUN_DATE, home=str(home), overrides=overrides)
+        kb_nightly(
+            source=str(EN / "export"), run_date=RUN_DATE, home=str(home), overrides=overrides
+        )
     (pid,) = worker_pids(pid_dir)
     assert not pid_alive(pid)
     summary = json.loads(next((home / "runs").glob("*/summary.json")).read_text())
@@ -139,9 +145,11 @@ def test_worker_is_stopped_on_keyboard_interrupt(tmp_path: Path):
 def test_a_worker_that_dies_at_start_is_reported_with_its_log():
     cmd = ["{python}", "-c", "import sys; print('CUDA out of memory'); sys.exit(3)"]
     settings = EmbedSettings(backend="sglang", launch_command=cmd)
-    with pytest.raises(EmbeddingError, match="(?s)exited with code 3.*CUDA out of memory"):
-        with run_workers(settings):
-            pass
+    with (
+        pytest.raises(EmbeddingError, match="(?s)exited with code 3.*CUDA out of memory"),
+        run_workers(settings),
+    ):
+        pass
 
 
 def test_a_worker_that_never_gets_healthy_times_out_and_is_killed(tmp_path: Path):
@@ -158,5 +166,8 @@ def test_a_worker_that_never_gets_healthy_times_out_and_is_killed(tmp_path: Path
 def test_sglang_needs_a_model_path_with_the_default_launcher():
     from kbflow.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="--model-path"), run_workers(EmbedSettings(backend="sglang")):
+    with (
+        pytest.raises(ConfigError, match="--model-path"),
+        run_workers(EmbedSettings(backend="sglang")),
+    ):
         pass

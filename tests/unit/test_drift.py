@@ -43,7 +43,9 @@ def test_a_server_whose_vectors_changed_is_stopped_before_anything_is_written(
     check_drift(local_embedder, cache.dir)  # the cache was built with the local model
     before = (cache.dir / CANARY_FILE).read_bytes()
     # the same model behind the real server passes: it is the same model
-    check_drift(OpenAIEmbedder(EmbedSettings(backend="openai", urls=[shared_server().url])), cache.dir)
+    check_drift(
+        OpenAIEmbedder(EmbedSettings(backend="openai", urls=[shared_server().url])), cache.dir
+    )
     with embedding_server("--perturb", "0.1") as server:
         emb = OpenAIEmbedder(EmbedSettings(backend="openai", urls=[server.url]))
         with pytest.raises(DriftError, match="changed since the cache was built") as info:

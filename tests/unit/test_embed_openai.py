@@ -51,7 +51,9 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def test_pack_batches_covers_every_text_within_budgets():
     rng = random.Random(1)
     for _ in range(50):
-        texts = ["x" * rng.randint(0, 400) + "字" * rng.randint(0, 50) for _ in range(rng.randint(0, 60))]
+        texts = [
+            "x" * rng.randint(0, 400) + "字" * rng.randint(0, 50) for _ in range(rng.randint(0, 60))
+        ]
         budget, items = rng.randint(20, 500), rng.randint(1, 10)
         batches = pack_batches(texts, budget, items)
         flat = [i for b in batches for i in b]
@@ -161,3 +163,18 @@ def test_a_server_killed_mid_run_is_survived_by_a_rerun(tmp_path: Path, local_em
     assert (stats.cached, stats.embedded) == (80, 120)
     assert server.stats()["inputs"] - before == 120 + 1  # only the missing texts (+ the probe)
     assert cosines(cache.get(hashes), local_embedder.embed_documents(texts)).min() >= 0.999
+
+
+def test_when_one_endpoint_dies_the_other_takes_its_work(local_embedder):
+    texts = varied_texts(120, seed=7)
+    healthy = shared_server()
+    with embedding_server("--exit-after", "3") as dying:
+        before = healthy.stats()["inputs"]
+        emb = OpenAIEmbedder(
+            settings(dying.url, healthy.url, batch_items=5, max_in_flight=1, retries=1)
+        )
+        got = emb.embed_documents(texts)
+        assert dying.process.wait(timeout=10) == 17
+    assert emb.requests[dying.url] == 3  # the probe and two batches, then it crashed
+    assert healthy.stats()["inputs"] - before == len(texts) - 2 * 5
+    assert cosines(got, local_embedder.embed_documents(texts)).min() >= 0.999

@@ -133,3 +133,29 @@ def test_import_events_is_idempotent_and_names_bad_lines(tmp_path: Path):
     with pytest.raises(SourceError, match="line 2"):
         import_events(bad, tmp_path / "other.duckdb")
     assert not (tmp_path / "other.duckdb").exists()  # validated before anything was written
+
+
+def test_cli_commands_are_added_and_logs_import_runs(tmp_path: Path, capsys):
+    import argparse
+
+    from kbflow.cli_mine import add_commands
+    from kbflow.errors import ConfigError
+
+    parser = argparse.ArgumentParser(prog="kbflow")
+    sub = parser.add_subparsers(dest="command", required=True)
+    table: dict = {}
+    add_commands(sub, table)
+    assert set(table) == {"mine", "logs", "simulate-logs"}
+    src = tmp_path / "events.jsonl"
+    src.write_text(
+        json.dumps({"type": "search", "query_id": "a", "ts": "2026-11-17T03:00:00Z", "query": "q"})
+        + "\n"
+    )
+    home = tmp_path / "home"
+    args = parser.parse_args(["logs", "import", str(src), "--home", str(home)])
+    assert table[args.command](args) == 0
+    assert "1 searches" in capsys.readouterr().out
+    assert event_counts(home / "logs.duckdb") == {"searches": 1, "clicks": 0}
+    args = parser.parse_args(["mine", "--week", "2026-47", "--home", str(home)])
+    with pytest.raises(ConfigError, match="ISO week"):
+        table["mine"](args)  # refused before Prefect starts

@@ -59,7 +59,9 @@ def con(tmp_path):
         " ['a', 'b', 'c'], [0.9, 0.5, 0.2], 0.9, 12.5, 0, false, 0.35),"
         " ('q2', '2026-11-24 02:01:00+00', 's1', 'u1', '=cmd', 'v1', [], [], null, 30.0, 2, true, null)"
     )
-    c.execute("insert into click_events values ('q1', '2026-11-24 02:00:05+00', 's1', 'u1', 'a', 1)")
+    c.execute(
+        "insert into click_events values ('q1', '2026-11-24 02:00:05+00', 's1', 'u1', 'a', 1)"
+    )
     tables = {r[0] for r in c.execute("select table_name from duckdb_tables()").fetchall()}
     for table in sorted(tables - catalog_tables):
         c.execute(f"create temp table staged_{table} as select * from {table}")
