@@ -26,6 +26,8 @@ th{background:#f3f6f9}.status{display:inline-block;padding:.2rem .6rem;border-ra
 
 
 def esc(value: Any) -> str:
+    if isinstance(value, float):
+        value = f"{value:.4g}"
     return html.escape("" if value is None else str(value), quote=True)
 
 
@@ -130,7 +132,7 @@ def write_nightly_report(
         "embedding model": summary.get("model_key"),
         "passages embedded": summary.get("embedded"),
         "passages from cache": summary.get("cached"),
-        "embedding throughput": summary.get("embed_per_second"),
+        "embedding throughput (passages/s)": summary.get("embed_per_second"),
         "retired entries": summary.get("retired"),
         "message": summary.get("message"),
     }
