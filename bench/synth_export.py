@@ -53,7 +53,7 @@ FAQ_MAX_CHARS = 230
 #: hundred thousand variants of them would over-represent them, so they are not seeds.
 MAX_SEED_TITLE_CHARS = 80
 STAMP = ".bench-export.json"  # hidden: the export reader ignores it
-GENERATOR_VERSION = 4
+GENERATOR_VERSION = 5
 
 _YEAR = re.compile(r"(?:19|20|21)\d{2}")
 _SENTENCE = re.compile(r"[^。！？!?；;\n]+[。！？!?；;]*")
@@ -389,19 +389,24 @@ class Varier:
         return list(dict.fromkeys(out))
 
     def long_document(self, answer: str, category: str) -> str:
-        """An SOP varied paragraph by paragraph; heading lines and blank lines kept."""
+        """An SOP varied paragraph by paragraph: some paragraphs dropped, words swapped, one or
+        two sentences of other entries added to most; heading and blank lines kept. Hundreds of
+        variants of one SOP must not chain into one near-duplicate cluster."""
         rng = self.rng
-        pool = self.pool.get(category) or self.all_pool
-        lines = []
+        own = self.pool.get(category) or self.all_pool
+        lines: list[str] = []
         scoped = False
         for line in answer.split("\n"):
             s = line.strip()
             if not s or s.startswith("#") or len(s) <= 40 and not s.endswith(("。", "”", "；")):
                 lines.append(line)
                 continue
-            v = self.numbers(self.synonyms(line, 0.4), 0.3)
-            if rng.random() < 0.5 and pool:
-                v = _end_sentence(v) + _end_sentence(self.synonyms(rng.choice(pool), 0.3))
+            if scoped and rng.random() < 0.25:
+                continue
+            v = self.numbers(self.synonyms(line, 0.6), 0.5)
+            for _ in range(rng.choice((0, 1, 1, 2))):
+                pick = rng.choice(own if rng.random() < 0.3 else self.all_pool)
+                v = _end_sentence(v) + _end_sentence(self.synonyms(pick, 0.3))
             if not scoped:
                 v = _end_sentence(v) + rng.choice(_SCOPE_SENTENCES).format(s=self.scope())
                 scoped = True

@@ -15,7 +15,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from kbflow import pipeline
+import kbflow.pipeline as pipeline
 from kbflow.errors import EndpointUnavailable, KbflowError
 from kbflow.home import DataHome
 from kbflow.report import nightly_markdown

@@ -13,9 +13,11 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from kbflow.cli_embed import add_nightly_options, add_serve_embeddings_command, overrides_from_args
 from kbflow.cli_mine import add_commands as add_mining_commands
 from kbflow.errors import KbflowError
 
@@ -69,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--json", action="store_true", help="print one JSON object instead of the text summary"
     )
+    add_nightly_options(p)
 
     p = sub.add_parser(
         "search",
@@ -128,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     _home_arg(p)
     p.add_argument("-n", type=int, default=10, help="how many (default 10)")
     add_mining_commands(sub, COMMANDS)
+    add_serve_embeddings_command(sub, COMMANDS)
     return parser
 
 
@@ -146,7 +150,7 @@ def cmd_nightly(args: argparse.Namespace) -> int:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
     home = _resolve_home(args.home)
-    overrides = {"embed.dim": args.dim}
+    overrides = {"embed.dim": args.dim, **overrides_from_args(args)}
     load_settings(str(home), overrides)  # fail fast on bad settings, before Prefect starts
     run_date = parse_run_date(args.run_date)
     from kbflow.sources import discover_export
@@ -320,7 +324,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "nightly": cmd_nightly,
     "search": cmd_search,
     "eval": cmd_eval,

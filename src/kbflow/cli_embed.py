@@ -7,7 +7,6 @@ heavy at module level (``kbflow --help`` must stay instant).
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -124,10 +123,9 @@ def run_serve_embeddings(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_serve_embeddings_command(
-    subparsers: Any, command_table: dict[str, Callable[[argparse.Namespace], int]]
-) -> None:
-    """Register ``serve-embeddings`` on the CLI's subparsers and its handler in the table."""
+def add_serve_embeddings_command(subparsers: Any, command_table: dict[str, Any]) -> None:
+    """Register ``serve-embeddings`` on the CLI's subparsers and its handler in the table
+    (``dict[str, Any]``: the CLI's table is inferred with its functions' exact types)."""
     p = subparsers.add_parser(
         "serve-embeddings",
         help="serve the local CPU model over an OpenAI-compatible /v1/embeddings API",

@@ -104,6 +104,7 @@ def cmd_mine(args: argparse.Namespace) -> int:
     week = args.week or default_week(tz=MiningSettings().timezone)
     parse_week(week)  # a malformed week is reported before Prefect starts
     from flows.weekly import kb_weekly_mining
+
     state = kb_weekly_mining(week=week, home=str(home), return_state=True)
     result = state.result(raise_on_failure=False)
     if isinstance(result, KbflowError):

@@ -171,3 +171,20 @@ def test_sglang_needs_a_model_path_with_the_default_launcher():
         run_workers(EmbedSettings(backend="sglang")),
     ):
         pass
+
+
+def test_calibration_of_an_instructed_model_gets_its_own_workers(tmp_path: Path):
+    from kbflow.embed import make_embedder
+    from kbflow.pipeline import calibration_settings
+    from kbflow.settings import Settings
+
+    settings = Settings(embed=EmbedSettings(backend="sglang", launch_command=launcher(tmp_path)))
+    plain = {"query_template": None, "task": None}
+    with calibration_settings(settings, plain) as same:
+        assert same is settings and worker_pids(tmp_path) == []
+    instructed = {"query_template": "Instruct: {task}\nQuery:{query}", "task": "Find FAQ"}
+    with calibration_settings(settings, instructed) as cal:
+        assert cal.embed.backend == "openai" and len(cal.embed.urls) == 1
+        assert make_embedder(cal.embed).embed_queries(["怎么退货"]).shape == (1, 384)
+    (pid,) = worker_pids(tmp_path)
+    assert not pid_alive(pid)

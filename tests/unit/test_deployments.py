@@ -31,6 +31,9 @@ def test_entrypoints_import_and_parameters_match_the_flow_signature():
 def test_schedules_are_in_shanghai_time_with_one_run_at_a_time():
     by_name = {d["name"]: d for d in SPEC["deployments"]}
     assert by_name["nightly"]["schedules"][0] == {"cron": "0 2 * * *", "timezone": "Asia/Shanghai"}
-    assert by_name["weekly-mining"]["schedules"][0] == {"cron": "0 6 * * 1", "timezone": "Asia/Shanghai"}
+    assert by_name["weekly-mining"]["schedules"][0] == {
+        "cron": "0 6 * * 1",
+        "timezone": "Asia/Shanghai",
+    }
     for dep in SPEC["deployments"]:
         assert dep["concurrency_limit"] == {"limit": 1, "collision_strategy": "ENQUEUE"}
