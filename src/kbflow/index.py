@@ -119,11 +119,13 @@ def build_version(
         raise IndexError_(f"{n} passages but {vectors.shape[0]} vectors")
     factory = choose_factory(n, settings)
     write_table(passages, work / "passages.parquet", PASSAGE)
-    np.save(work / "vectors.npy", vectors.astype(np.float32), allow_pickle=False)
+    vectors = np.asarray(vectors, dtype=np.float32)  # no copy when already float32
+    np.save(work / "vectors.npy", vectors, allow_pickle=False)
     dense = build_dense(
         vectors, np.asarray(passages.column("faiss_id").to_pylist(), dtype=np.int64), factory
     )
     _write_faiss(dense, work / "dense.faiss")
+    del dense  # the HNSW graph need not stay in memory while BM25 is built
     bm25 = Bm25Index.build(passages.column("text").to_pylist(), settings.bm25_k1, settings.bm25_b)
     bm25.save(work / "bm25")
     manifest = {

@@ -377,6 +377,8 @@ def index_stage(
             "code_version": __version__,
         }
         vdir = build_version(home.indexes, version, passages, vectors, manifest, settings.index)
+        n_passages = passages.num_rows
+        del passages, vectors  # calibration reloads the version from disk; do not hold two copies
         with calibration_settings(settings, info) as cal_settings:
             cal = calibrate_index(vdir, cal_settings, info)
         update_manifest(vdir, calibration=cal)
@@ -384,7 +386,7 @@ def index_stage(
         return {
             "version": version,
             "path": str(vdir),
-            "passages": passages.num_rows,
+            "passages": n_passages,
             "entries": entries,
             "calibration": cal,
         }
