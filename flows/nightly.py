@@ -1,4 +1,5 @@
-"""Flow ``kb-nightly``: pull → validate → clean → chunk → embed → index → account → publish → report."""
+"""Flow ``kb-nightly``: pull → validate → clean → chunk → embed → index → gate → account →
+publish → report. A version the quality gate blocks is reported and never published."""
 
 from __future__ import annotations
 
@@ -19,8 +20,11 @@ def kb_nightly(
     home: str | None = None,
     run_id: str | None = None,
     overrides: dict[str, Any] | None = None,
+    force: bool = False,
 ) -> dict[str, Any]:
-    """Build and publish a new index version from one KB export (a file or a snapshot folder)."""
+    """Build and publish a new index version from one KB export (a file or a snapshot folder).
+
+    ``force`` publishes a version the quality gate blocked (recorded in its manifest)."""
     settings = load_settings(home, overrides)
     data = DataHome.at(settings.home)
     day = parse_run_date(run_date)
@@ -37,7 +41,10 @@ def kb_nightly(
                 return t.report(data, run_id, day, "unchanged")
             embedded = t.embed(data, run_id, settings)
             built = t.index(data, run_id, day, pulled, embedded, settings)
+            gate = t.gate(data, run_id, built["version"], settings, force)
             t.account(data, run_id, pulled)
+            if not gate["publish"]:
+                return t.report(data, run_id, day, "blocked", "; ".join(gate["reasons"]))
             t.publish(data, run_id, built["version"], settings)
             return t.report(data, run_id, day, "published")
         except KbflowError as exc:

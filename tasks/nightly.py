@@ -104,6 +104,24 @@ def index(
     return out
 
 
+@task(name="gate", cache_policy=NO_CACHE)
+def gate(
+    home: DataHome, run_id: str, version: str, settings: Settings, force: bool = False
+) -> dict[str, Any]:
+    out = pipeline.gate_stage(home, run_id, version, settings, force)
+    log = get_run_logger()
+    if out["passed"]:
+        log.info("gate: %s passed %s", version, {k: v["new"] for k, v in out["checks"].items()})
+    else:
+        log.warning(
+            "gate: %s %s: %s",
+            version,
+            "failed, published anyway (force)" if out["forced"] else "BLOCKED",
+            "; ".join(out["reasons"]),
+        )
+    return out
+
+
 @task(name="account", cache_policy=NO_CACHE)
 def account(home: DataHome, run_id: str, pulled: dict[str, Any]) -> dict[str, Any]:
     out = pipeline.account_stage(home, run_id, pulled)

@@ -69,6 +69,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="Matryoshka dimension (truncate + re-normalise); default the model's full size",
     )
     p.add_argument(
+        "--golden",
+        type=Path,
+        metavar="FILE",
+        help="the KB's golden queries for calibration and the quality gate "
+        "(default: golden.jsonl beside the export folder, when there is one)",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="publish even if the quality gate blocks the new version (recorded in its manifest)",
+    )
+    p.add_argument(
         "--json", action="store_true", help="print one JSON object instead of the text summary"
     )
     add_nightly_options(p)
@@ -127,6 +139,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="version to go back to (default: the one published before the live one)",
     )
 
+    p = sub.add_parser(
+        "serve",
+        help="run the HTTP search service (POST /search, POST /click, GET /health)",
+        epilog=EPILOG,
+        description="Serve the live index version over HTTP. Every search and click is logged to "
+        "logs.duckdb in the data home for the weekly mining; a newly published version is picked "
+        "up without a restart. Binds 127.0.0.1 unless --host says otherwise. Never starts Prefect.",
+    )
+    _home_arg(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    p.add_argument(
+        "--rerank-url",
+        metavar="URL",
+        help="enable reranking with an SGLang Qwen3-Reranker server at URL (http://host:port)",
+    )
+
     p = sub.add_parser("runs", help="list recent runs from the catalog", epilog=EPILOG)
     _home_arg(p)
     p.add_argument("-n", type=int, default=10, help="how many (default 10)")
@@ -151,6 +180,8 @@ def cmd_nightly(args: argparse.Namespace) -> int:
 
     home = _resolve_home(args.home)
     overrides = {"embed.dim": args.dim, **overrides_from_args(args)}
+    if args.golden:
+        overrides["gate.golden"] = str(args.golden.resolve())
     load_settings(str(home), overrides)  # fail fast on bad settings, before Prefect starts
     run_date = parse_run_date(args.run_date)
     from kbflow.sources import discover_export
@@ -165,6 +196,7 @@ def cmd_nightly(args: argparse.Namespace) -> int:
         home=str(home),
         run_id=run_id,
         overrides=overrides,
+        force=args.force,
         return_state=True,
     )
     summary_path = home / "runs" / run_id / "summary.json"
@@ -180,6 +212,14 @@ def cmd_nightly(args: argparse.Namespace) -> int:
         _print_summary(summary)
     if summary["status"] in ("published", "unchanged"):
         return 0
+    if summary["status"] == "blocked":
+        print(
+            f"kbflow: run {run_id} blocked by the quality gate, {summary.get('message')}. The live "
+            "version keeps serving; see the report for the failing queries, fix the export, or "
+            "rerun with --force to publish anyway.",
+            file=sys.stderr,
+        )
+        return 3
     print(
         f"kbflow: run {run_id} {summary['status']}: {summary.get('message', 'see the report')}",
         file=sys.stderr,
@@ -206,35 +246,38 @@ def _print_summary(s: dict[str, Any]) -> None:
         )
     if s.get("timings"):
         print("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in s["timings"].items()))
+    gate = s.get("gate")
+    if gate and not gate.get("skipped"):
+        parts = []
+        for name, c in gate.get("checks", {}).items():
+            line = f"{name} hit@3 {c['new']['hit@3']}"
+            if "live_common" in c:
+                line += f" (live {c['live_common']['hit@3']})"
+            parts.append(line)
+        verdict = (
+            "passed"
+            if gate.get("passed")
+            else ("FAILED, forced" if gate.get("forced") else "BLOCKED")
+        )
+        print(f"quality gate: {verdict}; " + ", ".join(parts))
+        for r in gate.get("reasons", []):
+            print(f"  - {r}")
     if s.get("report"):
         print(f"report: {s['report']}")
 
 
 def _searcher(home: Path) -> Any:
-    from kbflow.embed import make_embedder
-    from kbflow.index import read_manifest
-    from kbflow.publish import live_version_dir
     from kbflow.runconfig import load_settings
-    from kbflow.search import Searcher
+    from kbflow.search import make_searcher
 
-    settings = load_settings(str(home))
-    manifest = read_manifest(live_version_dir(home / "indexes"))
-
-    def factory() -> Any:
-        emb = manifest["embedding"]
-        cfg = settings.embed.model_copy(
-            update={"model": emb["model"], "dim": emb["dim"], "query_instruction": emb.get("task")}
-        )
-        return make_embedder(cfg)
-
-    return Searcher(home / "indexes", settings.search, factory)
+    return make_searcher(home, load_settings(str(home)))
 
 
 def cmd_search(args: argparse.Namespace) -> int:
     searcher = _searcher(_resolve_home(args.home))
+    searcher.version(wait=True)  # no published version: one clear line, not a hand-off
     try:
-        searcher.version()
-        searcher.embedder()  # load the model before the clock starts: latency_ms is the query's own
+        searcher.warm_up()  # load the model before the clock starts: latency_ms is the query's own
     except Exception as exc:  # noqa: BLE001 - the search itself reports the fallback level
         logging.getLogger(__name__).warning("embedder not available: %s", exc)
     res = searcher.search(args.query, k=args.k)
@@ -263,7 +306,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     vectors = (
         None
         if args.mode == "bm25"
-        else searcher.embedder().embed_queries([q.query for q in queries])
+        else searcher.embedder(version.manifest["embedding"]).embed_queries(
+            [q.query for q in queries]
+        )
     )
     res = evaluate(version, queries, vectors, weight=weight)
     res["mode"] = args.mode
@@ -324,6 +369,26 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from kbflow.runconfig import load_settings
+    from kbflow.service import serve
+
+    home = _resolve_home(args.home)
+    overrides: dict[str, Any] = {}
+    if args.rerank_url:
+        overrides = {"search.rerank.enabled": True, "search.rerank.url": args.rerank_url}
+    settings = load_settings(str(home), overrides)
+    if not (home / "indexes").is_dir():
+        print(
+            f"kbflow: no index in {home} yet; the service answers with hand-offs until "
+            "`kbflow nightly` publishes one",
+            file=sys.stderr,
+        )
+    print(f"kbflow: serving {home} on http://{args.host}:{args.port} (Ctrl-C to stop)")
+    serve(home, settings, args.host, args.port)
+    return 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "nightly": cmd_nightly,
     "search": cmd_search,
@@ -331,6 +396,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "versions": cmd_versions,
     "rollback": cmd_rollback,
     "runs": cmd_runs,
+    "serve": cmd_serve,
 }
 
 

@@ -40,7 +40,8 @@ from kbflow.contracts import (
 )
 from kbflow.drift import check_drift
 from kbflow.embed import EmbeddingCache, describe, embed_missing, open_embedder
-from kbflow.errors import AccountingError, KbflowError
+from kbflow.errors import AccountingError, ConfigError, KbflowError
+from kbflow.evaluate import GoldenQuery, load_golden
 from kbflow.home import DataHome, atomic_write_text
 from kbflow.index import (
     build_version,
@@ -57,6 +58,7 @@ from kbflow.validate import validate_rows
 log = logging.getLogger(__name__)
 
 MARKER = "_SUCCESS.json"
+GOLDEN = "golden.jsonl"
 
 
 def _stage(
@@ -163,6 +165,7 @@ def pull_stage(home: DataHome, run_id: str, source: str) -> dict[str, Any]:
             "root": str(landed.root),
             "files": files,
             "already_landed": landed.already_landed,
+            "source": source,
         }
 
     return _stage(home, run_id, "pull", run)
@@ -196,7 +199,13 @@ def validate_stage(
         (folder / "expectations.json").write_text(
             json.dumps(result.expectations, indent=2), encoding="utf-8"
         )
-        return {**result.counts, "encodings": read.encodings, "expectations": result.expectations}
+        return {
+            **result.counts,
+            # Blank lines and all-empty records are not rows (no row_id); counted so they show.
+            "blank_lines": read.counts["blank_lines"],
+            "encodings": read.encodings,
+            "expectations": result.expectations,
+        }
 
     return _stage(home, run_id, "validate", run)
 
@@ -319,13 +328,16 @@ def embed_stage(home: DataHome, run_id: str, settings: Settings) -> dict[str, An
 
 
 @contextmanager
-def calibration_settings(settings: Settings, info: dict[str, Any]) -> Iterator[Settings]:
-    """Settings under which calibration can embed queries. Models with a query instruction
-    need the backend again; for ``sglang`` that means workers, started for the length of the
-    block and stopped after it (other models reuse the stored passage vectors, no backend)."""
+def calibration_settings(
+    settings: Settings, info: dict[str, Any], need_queries: bool = False
+) -> Iterator[Settings]:
+    """Settings under which calibration and the gate can embed queries. Models with a query
+    instruction, and golden queries (``need_queries``), need the backend again; for ``sglang``
+    that means workers, started for the length of the block and stopped after it (held-out
+    similar questions of other models reuse the stored passage vectors, no backend)."""
     embed = settings.embed
     if (
-        not (info.get("query_template") and info.get("task"))
+        not (need_queries or (info.get("query_template") and info.get("task")))
         or embed.backend != "sglang"
         or embed.urls
     ):
@@ -379,8 +391,9 @@ def index_stage(
         vdir = build_version(home.indexes, version, passages, vectors, manifest, settings.index)
         n_passages = passages.num_rows
         del passages, vectors  # calibration reloads the version from disk; do not hold two copies
-        with calibration_settings(settings, info) as cal_settings:
-            cal = calibrate_index(vdir, cal_settings, info)
+        golden = run_golden(home, run_id, pulled.get("source"), settings)
+        with calibration_settings(settings, info, need_queries=bool(golden)) as cal_settings:
+            cal = calibrate_index(vdir, cal_settings, info, golden)
         update_manifest(vdir, calibration=cal)
         catalog.record_version(home.catalog_path, read_manifest(vdir))
         return {
@@ -394,7 +407,90 @@ def index_stage(
     return _stage(home, run_id, "index", run)
 
 
-# --- 7. publish ------------------------------------------------------------------------------
+def resolve_golden(source: str | None, settings: Settings) -> Path | None:
+    """The KB's golden queries: ``gate.golden`` when set, else ``golden.jsonl`` beside a local
+    export folder (``<kb>/golden.jsonl`` for ``--source <kb>/export``), else None."""
+    if settings.gate.golden is not None:
+        if not settings.gate.golden.is_file():
+            raise ConfigError(
+                f"gate.golden {settings.gate.golden} does not exist; fix the path or unset it"
+            )
+        return settings.gate.golden
+    if not source or "://" in source:
+        return None
+    folder = Path(source).expanduser()
+    candidate = (folder if folder.is_dir() else folder.parent).parent / "golden.jsonl"
+    return candidate if candidate.is_file() else None
+
+
+def run_golden(
+    home: DataHome, run_id: str, source: str | None, settings: Settings
+) -> list[GoldenQuery]:
+    """Golden queries of this run, frozen in ``runs/<run_id>/golden.jsonl`` on first use so a
+    resumed run calibrates and gates on the same queries."""
+    frozen = home.run_dir(run_id) / GOLDEN
+    if not frozen.is_file():
+        path = resolve_golden(source, settings)
+        if path is None:
+            return []
+        atomic_write_text(frozen, path.read_text(encoding="utf-8"))
+        log.info("gate: golden queries from %s", path)
+    return load_golden(frozen)
+
+
+# --- 7. gate ---------------------------------------------------------------------------------
+
+
+def gate_stage(
+    home: DataHome, run_id: str, version: str, settings: Settings, force: bool = False
+) -> dict[str, Any]:
+    """Score the new version against the live one (``kbflow.gate``) and record the decision in
+    its manifest: ``status`` stays ``built`` when it may be published, ``blocked`` otherwise.
+    ``force`` publishes a failing version anyway and records ``gate.forced`` in the manifest.
+    Returns the gate result plus ``publish`` (bool) and ``forced``.
+    """
+    vdir = home.indexes / version
+
+    def run(folder: Path) -> dict[str, Any]:
+        if not settings.gate.enabled:
+            return {"passed": True, "skipped": True, "reasons": [], "checks": {}, "failing": []}
+        from kbflow.gate import VersionQueryEncoder, gate_version
+        from kbflow.retrieval import LoadedVersion
+
+        golden = run_golden(home, run_id, None, settings)
+        live_name = current_version(home.indexes)
+        info = read_manifest(vdir)["embedding"]
+        with calibration_settings(settings, info, need_queries=bool(golden)) as cal_settings:
+            new = LoadedVersion(vdir)
+            live = (
+                LoadedVersion(live_version_dir(home.indexes))
+                if live_name and live_name != version
+                else None
+            )
+            result = gate_version(
+                new, live, golden, settings.gate, VersionQueryEncoder(cal_settings.embed)
+            )
+        log.info(
+            "gate: %s%s",
+            "passed" if result["passed"] else "BLOCKED",
+            "" if result["passed"] else " (" + "; ".join(result["reasons"]) + ")",
+        )
+        return result
+
+    result = _stage(home, run_id, "gate", run)
+    publish = bool(result["passed"] or force)
+    forced = bool(force and not result["passed"])
+    if forced:
+        log.warning("gate: version %s failed the gate and is published anyway (--force)", version)
+    update_manifest(
+        vdir,
+        status="built" if publish else "blocked",
+        gate={k: v for k, v in result.items() if k != "failing"} | {"forced": forced},
+    )
+    return {**result, "publish": publish, "forced": forced}
+
+
+# --- 8. publish ------------------------------------------------------------------------------
 
 
 def publish_stage(home: DataHome, run_id: str, version: str, settings: Settings) -> dict[str, Any]:
@@ -508,6 +604,7 @@ __all__ = [
     "clean_stage",
     "embed_stage",
     "finish_run",
+    "gate_stage",
     "index_stage",
     "is_unchanged",
     "publish_stage",
@@ -541,7 +638,17 @@ def report_stage(
     """
     m = {
         s: _marker(home, run_id, s)
-        for s in ("pull", "validate", "clean", "chunk", "embed", "index", "publish", "account")
+        for s in (
+            "pull",
+            "validate",
+            "clean",
+            "chunk",
+            "embed",
+            "index",
+            "gate",
+            "publish",
+            "account",
+        )
     }
     account = m["account"] or {}
     rows = {k: account.get(k, 0) for k in ("input", *OUTCOMES)}
@@ -568,6 +675,7 @@ def report_stage(
         "model_key": ((m["embed"] or {}).get("model") or {}).get("model_key"),
         "retired": len(retired),
         "calibration": index.get("calibration"),
+        "gate": _gate_summary(m["gate"], home, index.get("version")),
         "timings": {s: v["seconds"] for s, v in m.items() if v and "seconds" in v},
     }
     if message:
@@ -598,6 +706,17 @@ def report_stage(
         previous_calibration=prev_cal,
     )
     return finish_run(home, run_id, status, summary, message)
+
+
+def _gate_summary(
+    gate: dict[str, Any] | None, home: DataHome, version: str | None
+) -> dict[str, Any] | None:
+    if gate is None:
+        return None
+    forced = False
+    if version and (home.indexes / version).is_dir():
+        forced = bool(read_manifest(home.indexes / version).get("gate", {}).get("forced"))
+    return {**gate, "forced": forced}
 
 
 def record_retired(home: DataHome, run_id: str) -> int:

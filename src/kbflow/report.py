@@ -96,6 +96,25 @@ def nightly_markdown(summary: dict[str, Any]) -> str:
     ]
     if summary.get("message"):
         lines.append(f"- message: {summary['message']}")
+    gate = summary.get("gate")
+    if gate and not gate.get("skipped"):
+        verdict = (
+            "passed"
+            if gate.get("passed")
+            else ("FAILED (forced)" if gate.get("forced") else "BLOCKED")
+        )
+        lines += [
+            "",
+            f"Quality gate: **{verdict}**",
+            "",
+            "| query set | new hit@3 | live hit@3 (common) |",
+            "|---|---:|---:|",
+        ]
+        lines += [
+            f"| {name} | {c['new']['hit@3']} | {c.get('live_common', {}).get('hit@3', '')} |"
+            for name, c in gate.get("checks", {}).items()
+        ]
+        lines += [f"- {r}" for r in gate.get("reasons", [])]
     lines += ["", "| outcome | rows |", "|---|---:|"]
     lines += [
         f"| {k} | {rows.get(k, 0)} |"
@@ -143,6 +162,7 @@ def write_nightly_report(
             f"<tr><td>{esc(k)}</td><td>{esc(v)}</td></tr>" for k, v in kv.items() if v is not None
         )
         + "</table>",
+        gate_section(summary.get("gate")),
         "<h2>Row accounting</h2>",
         f"<p>Every input row is exactly one of the outcomes below; they sum to the {esc(rows.get('input', 0))} input rows.</p>",
         bar_chart(
@@ -206,6 +226,59 @@ def write_nightly_report(
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, page(f"kbflow nightly {summary.get('run_id')}", "".join(body)))
     return path
+
+
+def gate_section(gate: dict[str, Any] | None) -> str:
+    """The quality gate: verdict, hit@k of the new version against the live one per query set,
+    and the queries the live version answered and the new one does not, side by side."""
+    if not gate:
+        return ""
+    if gate.get("skipped"):
+        return "<h2>Quality gate</h2><p>skipped (gate.enabled is false)</p>"
+    verdict = (
+        "passed"
+        if gate.get("passed")
+        else ("failed, published anyway (--force)" if gate.get("forced") else "blocked")
+    )
+    out = [
+        f'<h2>Quality gate: <span class="status {esc("published" if gate.get("passed") else "blocked")}">{esc(verdict)}</span></h2>'
+    ]
+    if gate.get("reasons"):
+        out.append("<ul>" + "".join(f"<li>{esc(r)}</li>" for r in gate["reasons"]) + "</ul>")
+    rows = []
+    for name, c in gate.get("checks", {}).items():
+        for label, key in (
+            ("new", "new"),
+            ("live", "live"),
+            ("new, common queries", "new_common"),
+            ("live, common queries", "live_common"),
+        ):
+            if key in c:
+                rows.append({"query set": name, "version": label, **c[key]})
+    out.append(html_table(rows, ["query set", "version", "n", "hit@1", "hit@3", "mrr"]))
+    failing = gate.get("failing") or []
+    if failing:
+        out.append(
+            f"<h3>Queries the live version {esc(gate.get('live_version'))} answers in its top 3 and "
+            f"the new one does not ({esc(gate.get('failing_total', len(failing)))} in all)</h3>"
+        )
+        out.append(
+            html_table(
+                [
+                    {
+                        **f,
+                        "expected": ", ".join(f["expected"]),
+                        "live top 3": " | ".join(f["live_top"]),
+                        "new top 3": " | ".join(f["new_top"]),
+                    }
+                    for f in failing
+                ],
+                ["set", "query", "expected", "live_rank", "live top 3", "new_rank", "new top 3"],
+            )
+        )
+    for note in gate.get("notes") or []:
+        out.append(f'<p class="muted">{esc(note)}</p>')
+    return "".join(out)
 
 
 def histogram(

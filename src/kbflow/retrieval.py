@@ -48,6 +48,7 @@ class Hit:
     keyword: float
     passage_id: str
     passage: str
+    rerank: float | None = None
 
 
 class LoadedVersion:
@@ -87,6 +88,14 @@ class LoadedVersion:
         self.weight: float = float(cal.get("dense_weight", 0.5))
         self.bm25_scale: float = float(cal.get("bm25_scale", 1.0)) or 1.0
         self.threshold: float = float(cal.get("handoff_threshold", 0.0))
+        self._token_sets: dict[int, frozenset[str]] = {}
+
+    def token_set(self, row: int) -> frozenset[str]:
+        """Tokens of a passage, computed once per version (held-out checks ask repeatedly)."""
+        got = self._token_sets.get(row)
+        if got is None:
+            got = self._token_sets[row] = frozenset(tokenize(self.texts[row]))
+        return got
 
     @property
     def n_passages(self) -> int:
@@ -193,6 +202,8 @@ class Calibration:
     queries: int
     scores_by_weight: dict[str, float] = field(default_factory=dict)
     self_check: dict[str, float] = field(default_factory=dict)
+    threshold_method: str = ""
+    golden_queries: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -210,31 +221,112 @@ def bm25_scale(version: LoadedVersion, sample: int = 300, seed: int = 0) -> floa
     return float(np.median(selfs)) if selfs else 1.0
 
 
-def held_out_rows(
-    version: LoadedVersion, row: int, tokens: list[str], max_overlap: float = 0.3
+def near_copy_rows(
+    version: LoadedVersion, entry: int, query: str, tokens: list[str], max_overlap: float = 0.3
 ) -> np.ndarray:
-    """Passages hidden while ``row`` is the query: itself, and every passage of its entry that
-    shares more than ``max_overlap`` of its tokens (Jaccard). Real users do not type a near copy
-    of a similar question already in the KB, so a self-check that leaves near copies in place
-    only measures string matching and cannot tell which side of the fusion to trust."""
+    """Rows of ``entry`` that are the query itself or share more than ``max_overlap`` of its
+    tokens (Jaccard). Real users do not type a near copy of a similar question already in the
+    KB, so a held-out check that leaves near copies in place only measures string matching and
+    cannot tell which side of the fusion to trust."""
     q = set(tokens)
-    hidden = [row]
-    for other in version.entry_rows[version.row_entry[row]]:
-        if other == row:
-            continue
-        o = set(tokenize(version.texts[other]))
-        if q and o and len(q & o) / len(q | o) > max_overlap:
-            hidden.append(int(other))
+    hidden = []
+    for r in version.entry_rows[entry]:
+        o = version.token_set(int(r))
+        if version.texts[r] == query or (q and o and len(q & o) / len(q | o) > max_overlap):
+            hidden.append(int(r))
     return np.asarray(hidden, dtype=np.int64)
 
 
-def _rank_of(entries: np.ndarray, scores: np.ndarray, target: int) -> int | None:
-    hit = np.nonzero(entries == target)[0]
+def held_out_rows(
+    version: LoadedVersion, row: int, tokens: list[str], max_overlap: float = 0.3
+) -> np.ndarray:
+    """Passages hidden while question passage ``row`` is the query: itself, and every passage of
+    its entry that is a near copy of it (``near_copy_rows``)."""
+    hidden = near_copy_rows(
+        version, int(version.row_entry[row]), version.texts[row], tokens, max_overlap
+    )
+    if row not in hidden:
+        hidden = np.append(hidden, row)
+    return hidden
+
+
+def _rank_of(entries: np.ndarray, scores: np.ndarray, target: int | set[int]) -> int | None:
+    """Rank of the best-placed target entry (1 = top), None when no target is a candidate."""
+    targets = {target} if isinstance(target, int) else target
+    hit = np.nonzero(np.isin(entries, list(targets)))[0]
     if len(hit) == 0:
         return None
-    s = scores[hit[0]]
+    s = scores[hit].max()
     # ties rank pessimistically: an all-zero side must not look like a hit
     return int((scores >= s).sum())
+
+
+@dataclass
+class GoldenCalibration:
+    """Golden queries usable for calibration (never the split the gate reports as test)."""
+
+    answerable: list[Candidates]
+    targets: list[set[int]]
+    out_of_scope: list[Candidates]
+
+
+def golden_candidates(
+    version: LoadedVersion,
+    queries: list[tuple[str, tuple[str, ...]]],
+    query_vectors: np.ndarray | None,
+    n: int = 50,
+) -> GoldenCalibration:
+    """Candidates of ``(query, expected entry ids)`` pairs; ``()`` = out of scope.
+
+    Answerable queries whose expected entries are all missing from this version are skipped.
+    """
+    pos = {e: i for i, e in enumerate(version.entry_ids)}
+    answerable: list[Candidates] = []
+    targets: list[set[int]] = []
+    out: list[Candidates] = []
+    for i, (text, expected) in enumerate(queries):
+        qv = query_vectors[i] if query_vectors is not None else None
+        if expected:
+            t = {pos[e] for e in expected if e in pos}
+            if not t:
+                continue
+            answerable.append(version.candidates(qv, tokenize(text), n=n))
+            targets.append(t)
+        else:
+            out.append(version.candidates(qv, tokenize(text), n=n))
+    return GoldenCalibration(answerable, targets, out)
+
+
+def handoff_threshold_from_out_of_scope(
+    in_scope: list[float], out_of_scope: list[float], max_answerable_share: float = 0.1
+) -> float | None:
+    """Threshold that best separates answerable from out-of-scope top-1 scores.
+
+    Maximises Youden's J (share of out-of-scope queries handed off minus share of answerable
+    queries handed off), so the answer does not depend on how many of each the golden file
+    happens to hold, among thresholds that hand off at most ``max_answerable_share`` of the
+    answerable queries (a user who gets a human for a question the KB answers is a cost too).
+    None with fewer than 10 of either.
+    """
+    if len(in_scope) < 10 or len(out_of_scope) < 10:
+        return None
+    ins = np.sort(np.asarray(in_scope))
+    outs = np.sort(np.asarray(out_of_scope))
+    grid = np.unique(np.concatenate([ins, outs]))
+    # handed off = score < threshold; candidate thresholds just above each observed score
+    thresholds = np.concatenate([grid + 1e-6, [0.0]])
+    tpr = np.searchsorted(outs, thresholds, side="left") / len(outs)
+    fpr = np.searchsorted(ins, thresholds, side="left") / len(ins)
+    j = np.where(fpr <= max_answerable_share, tpr - fpr, -np.inf)
+    return float(thresholds[int(np.argmax(j))])
+
+
+def _top_scores(version: LoadedVersion, cands: list[Candidates], w: float) -> list[float]:
+    out = []
+    for c in cands:
+        s = version.fuse(c, w)
+        out.append(float(s.max()) if len(s) else 0.0)
+    return out
 
 
 def self_check_rows(version: LoadedVersion, limit: int = 1500, seed: int = 0) -> list[int]:
@@ -257,34 +349,57 @@ def calibrate_version(
     model_covers_kb: bool,
     default_threshold: float,
     min_queries: int = 30,
+    golden: GoldenCalibration | None = None,
+    max_answerable_handoff: float = 0.1,
 ) -> Calibration:
     """Choose the dense weight and hand-off threshold for this version.
 
-    With at least ``min_queries`` held-out similar questions (``rows``; their query vectors in
-    ``query_vectors``), every weight in ``WEIGHT_GRID`` is scored by hit@1 + 0.5 * hit@3 +
-    0.25 * MRR over the held-out queries, and the best wins (ties prefer 0.5, then dense).
-    Otherwise the weight falls back to a language prior: 0.7 when the embedding model covers
-    the KB's main language, else 0.0 (keyword only, e.g. an English model on a Chinese KB).
-    The hand-off threshold is the 5th percentile of the top-1 score of correctly answered
-    held-out queries (about 95% of answerable queries are answered), else ``default_threshold``.
+    Queries: held-out similar questions (``rows``, their query vectors in ``query_vectors``)
+    plus the answerable golden queries in ``golden``. With at least ``min_queries`` of them,
+    every weight in ``WEIGHT_GRID`` is scored by hit@1 + 0.5 * hit@3 + 0.25 * MRR and the best
+    wins (ties prefer 0.5, then dense). Otherwise the weight falls back to a language prior:
+    0.7 when the embedding model covers the KB's main language, else 0.0 (keyword only, e.g.
+    an English model on a Chinese KB).
+
+    Hand-off threshold, in order of preference: (1) with at least 10 out-of-scope and 10
+    answerable golden queries, the score that best separates them (Youden's J,
+    ``handoff_threshold_from_out_of_scope``, handing off at most ``max_answerable_handoff`` of
+    the answerable ones); (2) the 5th percentile of the top-1 score of
+    correctly answered held-out queries (about 95% of answerable queries are answered);
+    (3) ``default_threshold``.
     """
     scale = bm25_scale(version)
     version.bm25_scale = scale
-    if len(rows) < min_queries or query_vectors is None:
+    cands: list[Candidates] = []
+    targets: list[int | set[int]] = []
+    if query_vectors is not None:
+        for qv, r in zip(query_vectors, rows, strict=True):
+            tokens = tokenize(version.texts[r])
+            hidden = held_out_rows(version, r, tokens)
+            if len(hidden) >= len(version.entry_rows[version.row_entry[r]]):
+                continue
+            cands.append(version.candidates(qv, tokens, exclude=hidden))
+            targets.append(int(version.row_entry[r]))
+    n_self = len(cands)
+    if golden is not None:
+        cands.extend(golden.answerable)
+        targets.extend(golden.targets)
+    n_golden = len(cands) - n_self
+    if len(cands) < min_queries or query_vectors is None:
         w = 0.7 if model_covers_kb else 0.0
-        return Calibration(w, scale, default_threshold, "language-prior", len(rows))
-    cands = []
-    targets = []
-    for qv, r in zip(query_vectors, rows, strict=True):
-        tokens = tokenize(version.texts[r])
-        hidden = held_out_rows(version, r, tokens)
-        if len(hidden) >= len(version.entry_rows[version.row_entry[r]]):
-            continue
-        cands.append(version.candidates(qv, tokens, exclude=hidden))
-        targets.append(int(version.row_entry[r]))
-    if len(cands) < min_queries:
-        w = 0.7 if model_covers_kb else 0.0
-        return Calibration(w, scale, default_threshold, "language-prior", len(cands))
+        version.weight = w
+        threshold, t_method = _threshold(
+            version, golden, w, [], min_queries, default_threshold, max_answerable_handoff
+        )
+        return Calibration(
+            w,
+            scale,
+            threshold,
+            "language-prior",
+            len(cands),
+            threshold_method=t_method,
+            golden_queries=n_golden,
+        )
     best: tuple[float, float] | None = None
     by_weight: dict[str, float] = {}
     metrics: dict[float, dict[str, float]] = {}
@@ -307,21 +422,46 @@ def calibrate_version(
     w = best[1]
     version.weight = w
     top_correct = []
-    for c, t in zip(cands, targets, strict=True):
+    for c, t in zip(cands[:n_self], targets[:n_self], strict=True):
         s = version.fuse(c, w)
         if len(s) and c.entries[int(np.argmax(s))] == t:
             top_correct.append(float(s.max()))
-    threshold = (
-        float(np.percentile(top_correct, 5))
-        if len(top_correct) >= min_queries
-        else default_threshold
+    threshold, t_method = _threshold(
+        version, golden, w, top_correct, min_queries, default_threshold, max_answerable_handoff
     )
     return Calibration(
         w,
         scale,
-        round(threshold, 4),
-        "held-out-similar-questions",
-        len(rows),
+        threshold,
+        "held-out-similar-questions" + (" + golden" if n_golden else ""),
+        len(cands),
         scores_by_weight=by_weight,
         self_check={k: round(v, 4) for k, v in metrics[w].items()},
+        threshold_method=t_method,
+        golden_queries=n_golden,
     )
+
+
+def _threshold(
+    version: LoadedVersion,
+    golden: GoldenCalibration | None,
+    w: float,
+    top_correct: list[float],
+    min_queries: int,
+    default: float,
+    max_answerable: float,
+) -> tuple[float, str]:
+    if golden is not None:
+        t = handoff_threshold_from_out_of_scope(
+            _top_scores(version, golden.answerable, w),
+            _top_scores(version, golden.out_of_scope, w),
+            max_answerable,
+        )
+        if t is not None:
+            return round(t, 4), f"out-of-scope golden queries ({len(golden.out_of_scope)})"
+    if len(top_correct) >= min_queries:
+        return (
+            round(float(np.percentile(top_correct, 5)), 4),
+            "5th percentile of correct held-out top-1 scores",
+        )
+    return default, "default (search.handoff_threshold)"

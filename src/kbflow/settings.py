@@ -131,15 +131,87 @@ class IndexSettings(BaseModel):
     esun_faq 0.74 / 0.86 (0.70 / 0.88), clinc150 0.614 / 0.782 (0.610 / 0.781)."""
 
 
+class GateSettings(BaseModel):
+    enabled: bool = True
+    golden: Path | None = None
+    """The KB's golden queries (JSONL ``{"query", "expected": [ids], "split"}``). Unset: a
+    ``golden.jsonl`` beside the export folder (``<kb>/golden.jsonl`` for ``--source <kb>/export``)
+    is used when there is one. Splits other than ``test`` also calibrate the version."""
+    min_hit_at_3: float = Field(0.2, ge=0, le=1)
+    """Block publishing when hit@3 on the golden or the self-check set is under this. The default
+    only catches a broken build; raise it to your KB's level once you know it."""
+    max_drop: float = Field(0.05, ge=0, le=1)
+    """Block publishing when hit@3 drops by more than this against the live version."""
+    self_check_queries: int = Field(1000, ge=0)
+    """Held-out similar questions scored per version (a seeded sample when there are more)."""
+    failing_shown: int = Field(30, ge=0)
+    """Queries shown side by side (live vs new) in the report."""
+
+
+class RerankSettings(BaseModel):
+    enabled: bool = False
+    url: str | None = None
+    """Base URL of an SGLang server running Qwen3-Reranker (``http://host:port``); see README."""
+    model: str | None = None
+    instruct: str | None = None
+    """Task text for Qwen3-Reranker (SGLang's default is a web-search instruction)."""
+    top_n: int = Field(50, ge=1)
+    """Fused candidates sent to the reranker; the top k of its order are returned."""
+    timeout: float = Field(2.0, gt=0)
+    """Seconds a query waits for the reranker before keeping the fused order."""
+    api_key: SecretStr | None = None
+
+
 class SearchSettings(BaseModel):
     candidates: int = 50
     default_k: int = 3
+    embed_timeout: float = Field(2.0, gt=0)
+    """Seconds a query waits for a remote (openai/sglang) query embedder before BM25 answers alone
+    (fallback level 1). The local model runs in-process and has no timeout."""
+    embed_retry_after: float = Field(30.0, ge=0)
+    """After the query embedder fails, queries go straight to BM25 for this many seconds before
+    it is tried again (so an outage does not add a timeout to every query)."""
+    rerank: RerankSettings = Field(default_factory=lambda: RerankSettings())
     handoff_threshold: float = 0.35
     """Used when a version has no calibrated threshold."""
+    max_answerable_handoff: float = Field(0.1, ge=0, le=1)
+    """Calibration with out-of-scope golden queries: the threshold hands off at most this share
+    of the answerable calibration queries (within that, it separates the two best)."""
     handoff_message: str = (
         "抱歉，这个问题我暂时无法回答，已为您转接人工客服。/ Connecting you to a human agent."
     )
 
+
+class ReviewSettings(BaseModel):
+    """The review stage: semantic near-duplicates and contradicting answers (``kbflow.review``)."""
+
+    enabled: bool = True
+    false_pair_rate: float = Field(0.01, gt=0, lt=1)
+    """Share of entries that may be listed with a partner that means something else; the
+    threshold is calibrated per version to keep it (see ``kbflow.semantic``)."""
+    k_neighbors: int = Field(10, ge=1, le=200)
+    """Nearest title/similar-question vectors of other entries looked at per vector."""
+    max_pairs: int = Field(5000, ge=1)
+    """At most this many semantic pairs per version (the highest scores)."""
+    min_positives: int = Field(20, ge=1)
+    """Fewer same-entry paraphrase pairs (title/similar questions) than this, or fewer than
+    ``min_entries`` entries: the model's default threshold instead of a calibrated one."""
+    min_entries: int = Field(30, ge=2)
+    calibration_pairs: int = Field(100_000, ge=100)
+    """Random entry pairs scored as negatives (every pair when the KB has fewer)."""
+    max_vectors_per_entry: int = Field(8, ge=1)
+    """Vectors per entry (title first) used when scoring calibration pairs."""
+    max_threshold: float = Field(0.98, gt=0, le=1)
+    """A calibrated threshold above this means the model cannot separate paraphrases from
+    unrelated entries on this KB (the English default model on Chinese): no semantic pairs."""
+    default_thresholds: dict[str, float] = Field(default_factory=lambda: {"all-MiniLM-L6-v2": 0.9})
+    """Per model (key ``name@dim`` or name) when calibration has too little data."""
+    default_threshold: float = Field(0.9, gt=0, le=1)
+    """For models without an entry in ``default_thresholds``."""
+    exact_search_max: int = Field(20_000, ge=1)
+    """Up to this many vectors the neighbour search is exact (Flat); above, IVF."""
+    nprobe: int = Field(16, ge=1)
+    """IVF lists probed per query above ``exact_search_max``."""
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
@@ -155,6 +227,8 @@ class Settings(BaseSettings):
     embed: EmbedSettings = Field(default_factory=lambda: EmbedSettings())
     index: IndexSettings = Field(default_factory=lambda: IndexSettings())
     search: SearchSettings = Field(default_factory=lambda: SearchSettings())
+    gate: GateSettings = Field(default_factory=lambda: GateSettings())
+    review: ReviewSettings = Field(default_factory=lambda: ReviewSettings())
 
     @property
     def validation(self) -> ValidateSettings:

@@ -31,7 +31,7 @@ def home(tmp_path_factory, local_embedder) -> Path:
     home = tmp_path_factory.mktemp("kbweekly")
     built = kb_nightly(source=str(ZH / "export"), run_date=RUN_DATE, home=str(home))
     assert built["status"] == "published"
-    searcher = Searcher(home / "indexes", SearchSettings(), lambda: local_embedder)
+    searcher = Searcher(home / "indexes", SearchSettings(), lambda info: local_embedder)
     golden = load_golden(ZH / "golden.jsonl")
     with LogWriter(home / "logs.duckdb", batch_size=100, flush_s=0.5) as writer:
         simulated = simulate_week(searcher, writer, golden, WEEK, sessions=SESSIONS, seed=7)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ def en_home(tmp_path_factory, local_embedder) -> Path:
 
 
 def test_search_finds_paraphrased_question(en_home: Path, local_embedder):
-    s = Searcher(en_home / "indexes", SearchSettings(), lambda: local_embedder)
+    s = Searcher(en_home / "indexes", SearchSettings(), lambda info: local_embedder)
     res = s.search("my money hasn't come back yet", k=3)
     assert res.version == "v1" and res.fallback_level == 0
     assert res.results[0].entry_id == "refund-time"
@@ -34,7 +35,7 @@ def test_search_finds_paraphrased_question(en_home: Path, local_embedder):
 
 
 def test_embedder_down_falls_back_to_keywords_then_to_handoff(en_home: Path, tmp_path: Path):
-    def broken():
+    def broken(info):
         raise ConnectionError("embedding server unreachable")
 
     s = Searcher(en_home / "indexes", SearchSettings(), broken)
@@ -53,11 +54,31 @@ def test_searcher_picks_up_a_new_current_without_restart(tmp_path: Path, local_e
     build_test_version(tmp_path, "v1", EN_KB[:2], local_embedder)
     build_test_version(tmp_path, "v2", EN_KB, local_embedder)
     publish_version(tmp_path / "indexes", "v1", keep=5)
-    s = Searcher(tmp_path / "indexes", SearchSettings(), lambda: local_embedder)
+    s = Searcher(tmp_path / "indexes", SearchSettings(), lambda info: local_embedder)
     assert s.search("voucher invalid").version == "v1"
     publish_version(tmp_path / "indexes", "v2", keep=5)
-    res = s.search("voucher invalid")
-    assert res.version == "v2" and res.results[0].entry_id == "coupon"
+    # v2 loads in the background; meanwhile v1 keeps answering, never an error
+    seen = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        res = s.search("voucher invalid")
+        assert res.fallback_level == 0 and res.results
+        seen.append(res.version)
+        if res.version == "v2":
+            break
+        time.sleep(0.01)
+    assert seen[-1] == "v2" and set(seen) <= {"v1", "v2"}
+    assert res.results[0].entry_id == "coupon"
+    # a version that cannot be loaded is reported, and the loaded one keeps serving
+    (tmp_path / "indexes" / "v1" / "dense.faiss").write_bytes(b"not an index")
+    publish_version(tmp_path / "indexes", "v1", keep=5)
+    for _ in range(200):
+        res = s.search("voucher invalid")
+        assert res.version == "v2" and res.fallback_level == 0
+        if s.load_error:
+            break
+        time.sleep(0.02)
+    assert s.load_error and res.results[0].entry_id == "coupon"
 
 
 def test_held_out_self_check_hides_near_copies_of_the_query(en_home: Path):
