@@ -8,11 +8,12 @@ export PREFECT_HOME ?= $(CURDIR)/.prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export HF_HUB_OFFLINE := 1
 
-.PHONY: demo test lint typecheck bench clean-demo help
+.PHONY: demo test lint typecheck bench bench-venv bench-report serve clean-demo help
 
 help:
 	@echo "make demo   # build the environment, run kb-nightly on the bundled sample, search it"
 	@echo "make test   # build the environment, run the test suite"
+	@echo "make serve  # run the scheduled deployments on this box (KBFLOW_SOURCE, KBFLOW_HOME; README: Operations)"
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "kbflow needs Python 3.11 ($(PYTHON) not found; set PYTHON=...)"; exit 1; }
@@ -39,8 +40,37 @@ lint: $(STAMP)
 	$(BIN)/ruff check src flows tasks tests bench
 	$(BIN)/mypy
 
+# Benchmarks (bench/README.md). `make bench SIZES=10000` for a quick pass; BENCH_PARTS picks
+# parts; BENCH_ARGS passes more options to bench/run_all.py. The LlamaIndex side needs its own
+# environment (it pins marshmallow<4, a downgrade for Great Expectations): .venv-bench, built
+# with the main environment's versions as constraints; without it that part is skipped.
+BENCH_VENV  := .venv-bench
+BENCH_STAMP := $(BENCH_VENV)/.installed
+SIZES       ?= 10000,100000,1000000
+BENCH_PARTS ?= stages,incremental,compare,search,mining,embed
+BENCH_ARGS  ?=
+
+$(BENCH_STAMP): pyproject.toml $(STAMP)
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	echo '*' > $(BENCH_VENV)/.gitignore
+	$(BENCH_VENV)/bin/pip install --upgrade --quiet pip
+	$(BIN)/pip freeze --exclude-editable | grep -v -i '^marshmallow==' > $(BENCH_VENV)/constraints.txt
+	$(BENCH_VENV)/bin/pip install --quiet -e ".[bench]" -c $(BENCH_VENV)/constraints.txt
+	touch $(BENCH_STAMP)
+
+bench-venv: $(BENCH_STAMP)
+
 bench: $(STAMP)
-	$(BIN)/python bench/bench_stages.py --entries 100000
+	@$(MAKE) --no-print-directory bench-venv || echo "bench: $(BENCH_VENV) could not be built; the LlamaIndex comparison will be skipped"
+	$(BIN)/python bench/run_all.py --sizes $(SIZES) --parts $(BENCH_PARTS) $(BENCH_ARGS)
+
+bench-report: $(STAMP)
+	$(BIN)/python bench/run_all.py --report-only
+
+# kb-nightly 02:00 and kb-weekly-mining Monday 06:00 (Asia/Shanghai) served from this process, with
+# a local Prefect server unless PREFECT_API_URL is set (deployments/deploy.py, README: Operations).
+serve: $(STAMP)
+	$(BIN)/python deployments/deploy.py serve
 
 clean-demo:
 	rm -rf $(DEMO_HOME)

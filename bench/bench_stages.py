@@ -246,22 +246,95 @@ def nightly_run(
     embed_mode: str,
     embed_sample: int,
     seed: int,
+    stop_after: str | None = None,
 ) -> dict[str, Any]:
-    """``flows/nightly.py``'s ``kb_nightly``, task for task, as plain calls."""
+    """``flows/nightly.py``'s ``kb_nightly``, task for task, as plain calls. With
+    ``stop_after``, the run ends after that stage (for sizes whose later stages cannot run
+    here); its status is then ``stopped after <stage>``."""
     from kbflow import pipeline
     from kbflow.errors import KbflowError
     from kbflow.home import new_run_id
 
     run_id = new_run_id()
     stages: list[dict[str, Any]] = []
-    prefill: dict[str, Any] | None = None
 
     def step(stage: str, fn: Callable[[], Any]) -> Any:
         result, rec = meter.run(label, stage, fn)
         stages.append(rec)
+        if stage == stop_after:
+            raise _Stopped(stage)
         return result
 
     t0 = time.perf_counter()
+    try:
+        summary = _run_stages(
+            home, run_id, source, settings, run_date, step, meter, label, stages,
+            embed_mode, embed_sample, seed, pipeline, KbflowError,
+        )  # fmt: skip
+    except _Stopped:
+        summary = {"status": f"stopped after {stop_after}"}
+    prefill = next((s.pop("prefill") for s in stages if "prefill" in s), None)
+    total = time.perf_counter() - t0
+    run: dict[str, Any] = {
+        "run_id": run_id,
+        "status": summary["status"],
+        "stages": stages,
+        "total_wall_s": round(total, 3),
+        "total_extrapolated": False,
+        "embedded": summary.get("embedded", 0),
+        "cached": summary.get("cached", 0),
+        "rows": summary.get("rows"),
+        "version": summary.get("version"),
+    }
+    if stop_after is not None:
+        run["unique_texts"] = _unique_texts(home, run_id)
+    if prefill is not None:
+        _extrapolate(run, prefill, embed_mode)
+    return run
+
+
+def _review_stage() -> Callable[..., Any] | None:
+    """``kbflow.review.review_stage`` where this checkout's flow has a review stage."""
+    try:
+        from kbflow.review import review_stage
+    except ImportError:
+        return None
+    return review_stage
+
+
+def flow_stages() -> list[str]:
+    """The first run's stages in this checkout, in order (what nightly_run times)."""
+    from kbflow import pipeline
+
+    names = ["start_run", "pull", "validate", "clean", "chunk", "check_unchanged", "embed"]
+    names.append("index")
+    if _review_stage() is not None:
+        names.append("review")
+    if hasattr(pipeline, "gate_stage"):
+        names.append("gate")
+    return [*names, "account", "publish", "report"]
+
+
+class _Stopped(Exception):
+    """Raised by ``nightly_run``'s step after its ``stop_after`` stage."""
+
+
+def _unique_texts(home: Any, run_id: str) -> int | None:
+    """Distinct passage texts of a run's chunk output (what an empty cache would embed)."""
+    import pyarrow.parquet as pq
+
+    path = home.stage_dir(run_id, "chunk") / "passages.parquet"
+    if not path.is_file():
+        return None
+    return len(set(pq.read_table(path, columns=["text_hash"]).column("text_hash").to_pylist()))
+
+
+def _run_stages(
+    home: Any, run_id: str, source: str, settings: Any, run_date: date,
+    step: Callable[[str, Callable[[], Any]], Any], meter: Meter, label: str,
+    stages: list[dict[str, Any]], embed_mode: str, embed_sample: int, seed: int,
+    pipeline: Any, KbflowError: type[Exception],
+) -> dict[str, Any]:  # fmt: skip
     with home.run_lock():
         step("start_run", lambda: pipeline.start_run(home, run_id, run_date))
         try:
@@ -288,6 +361,7 @@ def nightly_run(
                         lambda: prefill_cache(home, run_id, settings, k, seed),
                     )
                     rec["not_a_stage"] = True
+                    rec["prefill"] = prefill
                     stages.append(rec)
                 embedded = step("embed", lambda: pipeline.embed_stage(home, run_id, settings))
                 built = step(
@@ -296,6 +370,18 @@ def nightly_run(
                         home, run_id, run_date, pulled, embedded, settings
                     ),
                 )
+                review = _review_stage()
+                if review is not None:
+                    step("review", lambda: review(home, run_id, built["version"], settings))
+                if hasattr(pipeline, "gate_stage"):
+                    # Timed like any stage, its decision overridden (the flow's --force): on
+                    # synthetic or sampled vectors the quality it checks means nothing.
+                    step(
+                        "gate",
+                        lambda: pipeline.gate_stage(
+                            home, run_id, built["version"], settings, force=True
+                        ),
+                    )
                 step("account", lambda: pipeline.account_stage(home, run_id, pulled))
                 step(
                     "publish",
@@ -307,21 +393,7 @@ def nightly_run(
         except KbflowError as exc:
             pipeline.report_stage(home, run_id, run_date, "failed", str(exc))
             raise
-    total = time.perf_counter() - t0
-    run: dict[str, Any] = {
-        "run_id": run_id,
-        "status": summary["status"],
-        "stages": stages,
-        "total_wall_s": round(total, 3),
-        "total_extrapolated": False,
-        "embedded": summary.get("embedded", 0),
-        "cached": summary.get("cached", 0),
-        "rows": summary.get("rows"),
-        "version": summary.get("version"),
-    }
-    if prefill is not None:
-        _extrapolate(run, prefill, embed_mode)
-    return run
+    return summary
 
 
 def _extrapolate(run: dict[str, Any], prefill: dict[str, Any], mode: str) -> None:
@@ -416,23 +488,29 @@ def package_versions() -> dict[str, str | None]:
 
 
 def code_fingerprint() -> dict[str, Any]:
-    """sha256 over the measured code (src/kbflow, flows, tasks, sql) and the newest file's
-    modification time, so that figures can be matched to the code they were taken on."""
+    """sha256 over the measured code (src/kbflow, flows, tasks, sql, from where ``kbflow`` is
+    imported: a snapshot when run_all.py made one) and the newest file's modification time, so
+    that figures can be matched to the code they were taken on."""
     import hashlib
 
+    import kbflow
+
+    root = Path(kbflow.__file__).resolve().parents[2]
     h = hashlib.sha256()
     newest = 0.0
     files = 0
     for sub in ("src/kbflow", "flows", "tasks", "sql"):
-        for p in sorted((ROOT / sub).rglob("*")):
+        for p in sorted((root / sub).rglob("*")):
             if p.is_file() and p.suffix in (".py", ".sql"):
-                h.update(p.relative_to(ROOT).as_posix().encode())
+                h.update(p.relative_to(root).as_posix().encode())
                 h.update(p.read_bytes())
                 newest = max(newest, p.stat().st_mtime)
                 files += 1
     return {
         "sha256": h.hexdigest()[:16],
         "files": files,
+        "root": str(root),
+        "source": os.environ.get("KBFLOW_BENCH_CODE", "working tree"),
         "newest_mtime": datetime.fromtimestamp(newest, UTC).isoformat(timespec="seconds")
         if files
         else None,
@@ -448,7 +526,7 @@ def evaluate_floors(result: dict[str, Any]) -> list[dict[str, Any]]:
     at_size = n >= FLOOR_ENTRIES
     first, rerun = result["first_run"], result["rerun"]
     fs = _stage_map(first)
-    floors = []
+    floors: list[dict[str, Any]] = []
 
     def floor(
         name: str,
@@ -458,10 +536,11 @@ def evaluate_floors(result: dict[str, Any]) -> list[dict[str, Any]]:
         conclusive_pass: bool,
         note: str = "",
     ) -> None:
-        if value is None:
-            passed = None
+        if value is None or n > FLOOR_ENTRIES and unit != "ratio":
+            passed = None  # time and memory floors are defined at 100k; a bigger KB may need more
+            note = note or f"floor is defined at {FLOOR_ENTRIES} entries"
         elif value > limit:
-            passed = False  # over the limit at any size: a failure
+            passed = False  # over the limit at or below the floor's size: a failure
         else:
             passed = True if conclusive_pass else None
         floors.append(
@@ -475,6 +554,8 @@ def evaluate_floors(result: dict[str, Any]) -> list[dict[str, Any]]:
             }
         )
 
+    if not all(s in fs for s in ("validate", "clean", "chunk")):
+        return floors  # stopped before the stages any floor is about
     vcc = round(sum(fs[s]["wall_s"] for s in ("validate", "clean", "chunk")), 3)
     floor(
         "validate+clean+chunk wall time",
@@ -486,7 +567,9 @@ def evaluate_floors(result: dict[str, Any]) -> list[dict[str, Any]]:
         if at_size
         else f"floor is defined at {FLOOR_ENTRIES} entries; below it only a failure is conclusive",
     )
-    peak = max(s["process_peak_rss_mib"] for s in first["stages"] + rerun["stages"])
+    peak = max(
+        s["process_peak_rss_mib"] for s in first["stages"] + (rerun["stages"] if rerun else [])
+    )
     floor(
         "peak RSS of the process",
         peak,
@@ -496,6 +579,8 @@ def evaluate_floors(result: dict[str, Any]) -> list[dict[str, Any]]:
         "max over every stage of both runs (ru_maxrss, reset per stage)"
         + ("" if at_size else f"; a pass below {FLOOR_ENTRIES} entries is not conclusive"),
     )
+    if rerun is None:
+        return floors
     ratio = (
         round(rerun["total_wall_s"] / first["total_wall_s"], 4) if first["total_wall_s"] else None
     )
@@ -572,6 +657,8 @@ def format_table(result: dict[str, Any]) -> str:
     lines += [head, "-" * len(head)]
     for label, key in (("first", "first_run"), ("rerun", "rerun")):
         run = result[key]
+        if run is None:
+            continue
         for s in run["stages"]:
             name = s["stage"] + (
                 " *" if s.get("extrapolated") else " (n/m)" if s.get("not_measured") else ""
@@ -596,26 +683,22 @@ def format_table(result: dict[str, Any]) -> str:
     if any(s.get("extrapolated") for s in result["first_run"]["stages"]):
         lines.append("* EXTRAPOLATED from an embedded sample (see first_run.prefill in the JSON).")
     acc = result["accounting"]
+    if acc is None:
+        lines.append(f"\nstopped after {result['stop_after']}: no accounting, no rerun")
+        lines.append(f"unique passage texts: {result['first_run'].get('unique_texts')}")
+        acc = {}
     lines.append("")
-    lines.append(
-        "accounting (first run): "
-        + ", ".join(
-            f"{k}={acc[k]}"
-            for k in (
-                "export_records",
-                "input",
-                "indexed",
-                "duplicate",
-                "stale",
-                "unpublished",
-                "quarantined",
-            )
+    if acc:
+        names = ("export_records", "input", "indexed", "duplicate", "stale", "unpublished")
+        lines.append(
+            "accounting (first run): "
+            + ", ".join(f"{k}={acc[k]}" for k in (*names, "quarantined"))
+            + f"; sums: {acc['sums']}"
         )
-        + f"; sums: {acc['sums']}"
-    )
-    lines.append(
-        "injected by the generator: " + ", ".join(f"{k}={v}" for k, v in acc["injected"].items())
-    )
+        lines.append(
+            "injected by the generator: "
+            + ", ".join(f"{k}={v}" for k, v in acc["injected"].items())
+        )
     lines.append("")
     lines.append("floors:")
     for f in result["floors"]:
@@ -682,6 +765,12 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         default="",
         help="comma-separated stages to run under cProfile in the first run "
         "(slows them; files next to --out)",
+    )
+    p.add_argument(
+        "--stop-after",
+        choices=["pull", "validate", "clean", "chunk"],
+        help="end the first run after this stage and skip the rerun (sizes whose later stages "
+        "cannot run on this machine; see run_all.py for how the rest is extrapolated)",
     )
     p.add_argument("--log-level", default="INFO")
     args = p.parse_args(argv)
@@ -772,17 +861,22 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             embed_mode,
             args.embed_sample or 0,
             args.seed,
+            args.stop_after,
         )
-        rerun = nightly_run(
-            "rerun",
-            home,
-            str(export_dir),
-            settings,
-            args.run_date,
-            meter,
-            embed_mode,
-            args.embed_sample or 0,
-            args.seed,
+        rerun = (
+            None
+            if args.stop_after
+            else nightly_run(
+                "rerun",
+                home,
+                str(export_dir),
+                settings,
+                args.run_date,
+                meter,
+                embed_mode,
+                args.embed_sample or 0,
+                args.seed,
+            )
         )
         home_bytes = sum(p.stat().st_size for p in home_dir.rglob("*") if p.is_file())
         try:
@@ -815,13 +909,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             },
             "first_run": first,
             "rerun": rerun,
+            "stop_after": args.stop_after,
             "rerun_ratio": round(rerun["total_wall_s"] / first["total_wall_s"], 4)
-            if first["total_wall_s"]
+            if rerun and first["total_wall_s"]
             else None,
             "home_bytes": home_bytes,
             "workdir": str(work) if keep else None,
         }
-        result["accounting"] = accounting(result)
+        result["accounting"] = None if args.stop_after else accounting(result)
         result["floors"] = evaluate_floors(result)
         result["passed"] = all(f["passed"] is not False for f in result["floors"])
         out.write_text(

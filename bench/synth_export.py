@@ -751,3 +751,159 @@ def _near_edits(orig: dict[str, Any], var: Varier, rng: random.Random) -> Iterat
         4,
     )
     yield {"answer": orig["answer"] + "谢谢。"}
+
+
+# --- derived exports: the next night's export, for the incremental benchmark -------------------
+
+#: Sentences appended to an edited answer: no digits (no date or deadline can be read into
+#: them), and short, so the entry stays itself (its near-duplicate copies may still merge).
+_EDITS = (
+    "本条内容已复核更新，以此为准。",
+    "具体以页面最新说明为准。",
+    "如有变化将另行通知。",
+    "处理进度可在消息中心查看。",
+)
+
+
+@dataclass
+class DerivedStats:
+    entries_in: int
+    eligible: int
+    changed: int
+    deleted: int
+    changed_ids: list[str]
+    deleted_ids: list[str]
+    files: dict[str, int]
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["changed_ids"] = self.changed_ids[:20]  # a sample: the full lists can be 10^5 long
+        d["deleted_ids"] = self.deleted_ids[:20]
+        return d
+
+
+def _read_records(path: Path) -> tuple[str, str, list[Any]]:
+    """(format, encoding, records) of one export file written by ``write_export``: JSONL lines
+    as raw strings; CSV as a header row then rows (lists of cells)."""
+    raw = path.read_bytes()
+    if path.suffix == ".jsonl":
+        return "jsonl", "utf-8", raw.decode("utf-8").splitlines(keepends=True)
+    if raw.startswith(b"\xef\xbb\xbf"):
+        encoding, text = "utf-8-sig", raw.decode("utf-8-sig")
+    else:
+        try:
+            encoding, text = "utf-8", raw.decode("utf-8")
+        except UnicodeDecodeError:
+            encoding, text = "gb18030", raw.decode("gb18030")
+    return "csv", encoding, list(csv.reader(io.StringIO(text, newline="")))
+
+
+def _as_entry(fmt: str, rec: Any, header: list[str] | None) -> dict[str, Any] | None:
+    if fmt == "jsonl":
+        try:
+            row = json.loads(rec)
+        except ValueError:
+            return None
+        return row if isinstance(row, dict) else None
+    if header is None or len(rec) != len(header):
+        return None
+    return dict(zip(header, rec, strict=True))
+
+
+def _editable(row: dict[str, Any] | None) -> bool:
+    """A published entry the pipeline indexes as it is (no expiry fields, a safe id)."""
+    if not row:
+        return False
+    rid, title, answer = row.get("id"), row.get("title"), row.get("answer")
+    return bool(
+        isinstance(rid, str)
+        and rid
+        and "/" not in rid
+        and isinstance(title, str)
+        and title.strip()
+        and isinstance(answer, str)
+        and _CJK.search(answer)
+        and (row.get("status") or "published") == "published"
+        and not row.get("expires_at")
+        and not row.get("effective_from")
+    )
+
+
+def derive_export(
+    src_dir: Path, out_dir: Path, change: float = 0.0, delete: int = 0, seed: int = 0
+) -> DerivedStats:
+    """Write a copy of the export in ``src_dir`` to ``out_dir`` (emptied first) in which a share
+    ``change`` of its records has its answer edited (one sentence appended) and ``delete``
+    records are gone. Only published entries with a safe id and no expiry field are picked, in a
+    seeded order; every other record is written back unchanged (same format and encoding)."""
+    src_dir, out_dir = Path(src_dir), Path(out_dir)
+    start = time.perf_counter()
+    files = sorted(p for p in src_dir.iterdir() if p.is_file() and not p.name.startswith("."))
+    eligible: list[tuple[str, int]] = []
+    n_records = 0
+    loaded: dict[str, tuple[str, str, list[Any]]] = {}
+    for p in files:
+        fmt, enc, recs = loaded[p.name] = _read_records(p)
+        header = recs[0] if fmt == "csv" and recs else None
+        body = range(1, len(recs)) if fmt == "csv" else range(len(recs))
+        n_records += len(body)
+        for i in body:
+            if _editable(_as_entry(fmt, recs[i], header)):
+                eligible.append((p.name, i))
+    rng = random.Random(f"derive:{seed}:{change}:{delete}")
+    n_change = round(n_records * change)
+    if n_change + delete > len(eligible):
+        raise ValueError(f"{n_change + delete} edits asked, only {len(eligible)} eligible records")
+    picked = rng.sample(eligible, n_change + delete)
+    to_delete = set(picked[:delete])
+    to_change = set(picked[delete:])
+    changed_ids: list[str] = []
+    deleted_ids: list[str] = []
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for p in out_dir.iterdir():
+        if p.is_file():
+            p.unlink()
+    written: dict[str, int] = {}
+    for p in files:
+        fmt, enc, recs = loaded[p.name]
+        header = recs[0] if fmt == "csv" and recs else None
+        out: list[Any] = []
+        for i, rec in enumerate(recs):
+            key = (p.name, i)
+            if key in to_delete:
+                deleted_ids.append(str((_as_entry(fmt, rec, header) or {}).get("id")))
+                continue
+            if key in to_change:
+                row = _as_entry(fmt, rec, header)
+                assert row is not None
+                row["answer"] = _end_sentence(row["answer"].rstrip()) + rng.choice(_EDITS)
+                changed_ids.append(row["id"])
+                if fmt == "jsonl":
+                    rec = json.dumps(row, ensure_ascii=False) + "\n"
+                else:
+                    assert header is not None
+                    rec = [row[c] for c in header]
+            out.append(rec)
+        if fmt == "jsonl":
+            data = "".join(out).encode("utf-8")
+        else:
+            buf = io.StringIO()
+            w = csv.writer(buf, lineterminator="\n")
+            w.writerows(out)
+            text = buf.getvalue()
+            data = ("\ufeff" + text if enc == "utf-8-sig" else text).encode(
+                "utf-8" if enc == "utf-8-sig" else enc
+            )
+        (out_dir / p.name).write_bytes(data)
+        written[p.name] = len(out) - (1 if fmt == "csv" else 0)
+    return DerivedStats(
+        entries_in=n_records,
+        eligible=len(eligible),
+        changed=len(changed_ids),
+        deleted=len(deleted_ids),
+        changed_ids=changed_ids,
+        deleted_ids=deleted_ids,
+        files=written,
+        seconds=round(time.perf_counter() - start, 2),
+    )

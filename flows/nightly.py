@@ -1,5 +1,5 @@
-"""Flow ``kb-nightly``: pull → validate → clean → chunk → embed → index → gate → account →
-publish → report. A version the quality gate blocks is reported and never published."""
+"""Flow ``kb-nightly``: pull → validate → clean → chunk → embed → index → review → gate →
+account → publish → report. A version the quality gate blocks is reported and never published."""
 
 from __future__ import annotations
 
@@ -24,7 +24,9 @@ def kb_nightly(
 ) -> dict[str, Any]:
     """Build and publish a new index version from one KB export (a file or a snapshot folder).
 
-    ``force`` publishes a version the quality gate blocked (recorded in its manifest)."""
+    ``force`` publishes a version the quality gate blocked (recorded in its manifest). A failed
+    or blocked run POSTs a notice to ``notify.webhook_url`` when one is set (``kbflow.notify``);
+    the report shows whether it was sent."""
     settings = load_settings(home, overrides)
     data = DataHome.at(settings.home)
     day = parse_run_date(run_date)
@@ -41,12 +43,19 @@ def kb_nightly(
                 return t.report(data, run_id, day, "unchanged")
             embedded = t.embed(data, run_id, settings)
             built = t.index(data, run_id, day, pulled, embedded, settings)
+            t.review(data, run_id, built["version"], settings)
             gate = t.gate(data, run_id, built["version"], settings, force)
             t.account(data, run_id, pulled)
             if not gate["publish"]:
-                return t.report(data, run_id, day, "blocked", "; ".join(gate["reasons"]))
+                reasons = "; ".join(gate["reasons"])
+                notice = t.notify(data, run_id, day, "blocked", reasons, settings)
+                return t.report(data, run_id, day, "blocked", reasons, notice)
             t.publish(data, run_id, built["version"], settings)
             return t.report(data, run_id, day, "published")
         except KbflowError as exc:
-            t.report(data, run_id, day, "failed", str(exc))
+            notice = t.notify(data, run_id, day, "failed", str(exc), settings)
+            t.report(data, run_id, day, "failed", str(exc), notice)
+            raise
+        except Exception as exc:  # a bug: it keeps its traceback, and on-call still hears of it
+            t.notify(data, run_id, day, "failed", f"{type(exc).__name__}: {exc}", settings)
             raise

@@ -16,6 +16,8 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 import kbflow.pipeline as pipeline
+from kbflow import notify as notify_core
+from kbflow import review as review_core
 from kbflow.errors import EndpointUnavailable, KbflowError
 from kbflow.home import DataHome
 from kbflow.report import nightly_markdown
@@ -104,6 +106,23 @@ def index(
     return out
 
 
+@task(name="review", cache_policy=NO_CACHE)
+def review(home: DataHome, run_id: str, version: str, settings: Settings) -> dict[str, Any]:
+    try:
+        out = review_core.review_stage(home, run_id, version, settings)
+    except Exception as exc:  # noqa: BLE001 - advisory: a review failure never blocks publishing
+        get_run_logger().error("review: failed (%s); the run goes on without review lists", exc)
+        return {"error": str(exc)}
+    get_run_logger().info(
+        "review: %s: %d contradictions, %d semantic pairs (threshold %s)",
+        version,
+        out.get("contradictions", 0),
+        out.get("semantic_pairs", 0),
+        (out.get("calibration") or {}).get("threshold"),
+    )
+    return out
+
+
 @task(name="gate", cache_policy=NO_CACHE)
 def gate(
     home: DataHome, run_id: str, version: str, settings: Settings, force: bool = False
@@ -136,11 +155,27 @@ def publish(home: DataHome, run_id: str, version: str, settings: Settings) -> di
     return out
 
 
+@task(name="notify", cache_policy=NO_CACHE)
+def notify(
+    home: DataHome, run_id: str, run_date: date, status: str, message: str | None, settings: Settings
+) -> dict[str, Any] | None:
+    """POST the failure notice (its own retries; never raises, so never fails the flow)."""
+    out = notify_core.notify_run(home, run_id, run_date, status, message, settings.notify)
+    if out is not None:
+        get_run_logger().info("notify: %s", notify_core.describe_notice(out))
+    return out
+
+
 @task(name="report", cache_policy=NO_CACHE)
 def report(
-    home: DataHome, run_id: str, run_date: date, status: str, message: str | None = None
+    home: DataHome,
+    run_id: str,
+    run_date: date,
+    status: str,
+    message: str | None = None,
+    notice: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    summary = pipeline.report_stage(home, run_id, run_date, status, message)
+    summary = pipeline.report_stage(home, run_id, run_date, status, message, notice)
     create_markdown_artifact(
         key="kb-nightly-report",
         markdown=nightly_markdown(summary),

@@ -83,3 +83,17 @@ create table if not exists publish_events (
     previous_version varchar,
     run_id varchar
 );
+
+-- kb-backfill's ledger: one row per unit of work (a replayed export, a re-embed, a re-mined
+-- week) and parameter set; a unit recorded 'done' is skipped when the backfill is triggered again.
+create table if not exists backfill_units (
+    kind varchar not null,
+    unit varchar not null,
+    params_hash varchar not null,
+    status varchar not null,
+    run_id varchar,
+    started_at timestamp not null,
+    finished_at timestamp,
+    summary json,
+    primary key (kind, unit, params_hash)
+);

@@ -32,18 +32,35 @@ def calibration_queries(golden: list[GoldenQuery]) -> list[GoldenQuery]:
     return list(golden)
 
 
+def sample_golden(golden: list[GoldenQuery], limit: int) -> list[GoldenQuery]:
+    """At most ``limit`` answerable and ``limit // 2`` out-of-scope queries, a seeded sample of
+    each (the same every run), so a large golden file neither slows the nightly run down nor
+    loses its out-of-scope queries to a cut at the end of the file."""
+    answerable = [q for q in golden if q.expected]
+    out = [q for q in golden if not q.expected]
+    rng = np.random.default_rng(0)
+
+    def pick(items: list[GoldenQuery], n: int) -> list[GoldenQuery]:
+        if len(items) <= n:
+            return items
+        return [items[i] for i in sorted(rng.choice(len(items), size=n, replace=False).tolist())]
+
+    return pick(answerable, limit) + pick(out, limit // 2)
+
+
 def calibrate_index(
     vdir: Path,
     settings: Settings,
     info: dict[str, Any],
     golden: list[GoldenQuery] | None = None,
-    max_golden: int = 3000,
+    max_golden: int | None = None,
 ) -> dict[str, Any]:
     """Calibrate fusion weight and hand-off threshold on held-out similar questions and on the
     KB's golden queries (calibration splits only; see ``calibration_queries``)."""
     version = LoadedVersion(vdir)
     rows = self_check_rows(version)
-    gold = calibration_queries(golden or [])[:max_golden]
+    limit = settings.gate.max_golden_queries if max_golden is None else max_golden
+    gold = sample_golden(calibration_queries(golden or []), limit)
     needs_model = bool(info.get("query_template") and info.get("task"))
     embedder = (
         make_embedder(embed_settings_for(settings.embed, info))

@@ -64,6 +64,24 @@ def open_run(path: Path, run_id: str, flow: str, run_date: date) -> None:
         )
 
 
+def close_interrupted_runs(path: Path) -> list[str]:
+    """Mark every run still ``running`` as ``interrupted``; returns their ids.
+
+    Runs are opened only under the data home's run lock (``pipeline.start_run``), so while
+    holding it no other run can be alive: a ``running`` row is a run whose process was killed.
+    """
+    with connect(path) as con:
+        rows = con.execute(
+            load_sql("catalog/update_interrupted_runs"),
+            {
+                "finished_at": _now(),
+                "message": "the run's process stopped before it finished (killed or crashed); "
+                "a later run took over",
+            },
+        ).fetchall()
+    return [r[0] for r in rows]
+
+
 def close_run(
     path: Path,
     run_id: str,
@@ -148,6 +166,34 @@ def record_publish_event(
                 "run_id": run_id,
             },
         )
+
+
+def reconcile_live_version(path: Path, live: str | None) -> str | None:
+    """Make the publish events agree with ``CURRENT`` (``live``).
+
+    A run killed between moving ``CURRENT`` and recording the event (or a rollback killed
+    the same way) leaves the catalog one move behind; the next run records the move it missed
+    as a ``recovered`` event. Returns the version the catalog wrongly had as live, or None
+    when it agreed. Call it while holding the run lock.
+    """
+    if live is None:
+        return None
+    with connect(path) as con:
+        last = con.execute(load_sql("catalog/select_last_publish_event")).fetchone()
+        recorded = last[0] if last else None
+        if recorded == live:
+            return None
+        con.execute(
+            load_sql("catalog/insert_publish_event"),
+            {
+                "event_at": _now(),
+                "action": "recovered",
+                "version": live,
+                "previous_version": recorded,
+                "run_id": None,
+            },
+        )
+    return recorded or "(none)"
 
 
 def run_accounting(path: Path, run_id: str) -> dict[str, int]:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from kbflow.cli_backfill import add_commands as add_backfill_commands
 from kbflow.cli_embed import add_nightly_options, add_serve_embeddings_command, overrides_from_args
 from kbflow.cli_mine import add_commands as add_mining_commands
 from kbflow.errors import KbflowError
@@ -160,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     _home_arg(p)
     p.add_argument("-n", type=int, default=10, help="how many (default 10)")
     add_mining_commands(sub, COMMANDS)
+    add_backfill_commands(sub, COMMANDS)
     add_serve_embeddings_command(sub, COMMANDS)
     return parser
 
@@ -199,12 +201,14 @@ def cmd_nightly(args: argparse.Namespace) -> int:
         force=args.force,
         return_state=True,
     )
+    error = state.result(raise_on_failure=False) if not state.is_completed() else None
+    if isinstance(error, BaseException) and not isinstance(error, KbflowError):
+        raise error  # a bug, not the user's mistake: it keeps its traceback
     summary_path = home / "runs" / run_id / "summary.json"
     if summary_path.is_file():
         summary = json.loads(summary_path.read_text(encoding="utf-8"))
     else:
-        exc = state.result(raise_on_failure=False)
-        summary = {"run_id": run_id, "status": "failed", "message": str(exc)}
+        summary = {"run_id": run_id, "status": "failed", "message": str(error)}
     summary.pop("calibration", None) if not args.json else None
     if args.json:
         _print_json(summary)
@@ -224,7 +228,7 @@ def cmd_nightly(args: argparse.Namespace) -> int:
         f"kbflow: run {run_id} {summary['status']}: {summary.get('message', 'see the report')}",
         file=sys.stderr,
     )
-    return 1
+    return error.exit_code if isinstance(error, KbflowError) else 1
 
 
 def _print_summary(s: dict[str, Any]) -> None:
@@ -262,6 +266,10 @@ def _print_summary(s: dict[str, Any]) -> None:
         print(f"quality gate: {verdict}; " + ", ".join(parts))
         for r in gate.get("reasons", []):
             print(f"  - {r}")
+    if s.get("notice"):
+        from kbflow.notify import describe_notice
+
+        print(f"failure notice: {describe_notice(s['notice'])}")
     if s.get("report"):
         print(f"report: {s['report']}")
 
@@ -402,12 +410,15 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    level = logging.DEBUG if args.verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        # Libraries that set their own logger to INFO (Great Expectations, bm25s) stay quiet.
+        handler.setLevel(level)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if args.verbose else "WARNING")
+    # Prefect logs every failed task with its traceback at ERROR; for a user's mistake (a
+    # KbflowError) the CLI prints one line instead, and re-raises anything else. -v shows all.
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if args.verbose else "CRITICAL")
     os.environ.setdefault("TQDM_DISABLE", "1")
     try:
         return COMMANDS[args.command](args)

@@ -133,6 +133,58 @@ PASSAGE = pa.schema(
 )
 
 
+#: A review-stage pair of different entries whose titles/similar questions mean the same
+#: (``kbflow.semantic``). ``matched_*``: the passage id of the matching similar question, or
+#: ``<entry_id>:title``; ``text_*`` its text. Rows are ordered newest first.
+REVIEW_SEMANTIC_DUPLICATE = pa.schema(
+    [
+        ("version", _str),
+        ("run_id", _str),
+        ("model_key", _str),
+        ("entry_a", _str),
+        ("entry_b", _str),
+        ("title_a", _str),
+        ("title_b", _str),
+        ("score", pa.float64()),
+        ("threshold", pa.float64()),
+        ("matched_a", _str),
+        ("matched_b", _str),
+        ("text_a", _str),
+        ("text_b", _str),
+        ("updated_at_a", _str),
+        ("updated_at_b", _str),
+        ("newest_updated_at", _str),
+        ("has_contradiction", pa.bool_()),
+    ]
+)
+
+#: A fact two near-duplicate answers state with different values (``kbflow.facts``).
+#: ``source``: semantic | minhash_near | minhash_exact; for a merge ``entry_a`` is the canonical
+#: entry and ``entry_b`` the merged one, and ``note`` says what the merge hid.
+REVIEW_CONTRADICTION = pa.schema(
+    [
+        ("version", _str),
+        ("run_id", _str),
+        ("source", _str),
+        ("entry_a", _str),
+        ("entry_b", _str),
+        ("title_a", _str),
+        ("title_b", _str),
+        ("similarity", pa.float64()),
+        ("fact_kind", _str),  # duration | amount | percent | date | phone | url
+        ("unit", _str),
+        ("topic", _str),
+        ("value_a", _str),
+        ("value_b", _str),
+        ("normalized_a", _str),
+        ("normalized_b", _str),
+        ("evidence_a", _str),
+        ("evidence_b", _str),
+        ("note", _str),
+    ]
+)
+
+
 def embedding_schema(dim: int) -> pa.Schema:
     """Schema of an embedding cache shard: text hash to a fixed-size float32 vector."""
     return pa.schema(

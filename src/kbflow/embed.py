@@ -285,10 +285,14 @@ class EmbeddingCache:
         )
         name = f"part-{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(4)}.parquet"
         tmp = self.dir / f".{name}.tmp"
-        pq.write_table(table, tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.dir / name)
+        try:
+            pq.write_table(table, tmp)
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.dir / name)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # a full disk leaves no partial shard behind
+            raise
         return self.dir / name
 
     def get(self, hashes: Sequence[str]) -> np.ndarray:
@@ -313,6 +317,16 @@ class EmbeddingCache:
             if hashes
             else np.zeros((0, self.dim), np.float32)
         )
+
+
+def remove_partial_shards(root: Path) -> list[str]:
+    """Delete shard temp files a killed run left under ``root/<model_key>/`` (never read: only
+    ``part-*.parquet`` names are shards). Call it while no run can be writing."""
+    removed = []
+    for tmp in root.glob("*/.part-*.parquet.tmp"):
+        tmp.unlink(missing_ok=True)
+        removed.append(f"{tmp.parent.name}/{tmp.name}")
+    return removed
 
 
 @dataclass

@@ -85,3 +85,16 @@ class DriftError(EmbeddingError):
     vectors that are incompatible with the cache are written."""
 
     exit_code = 8
+
+
+class StorageError(KbflowError):
+    """The data home cannot be written: the disk or a file-size limit is full, a folder is
+    read-only. The stage's partial files are removed; the live version is untouched."""
+
+    exit_code = 9
+
+
+class BackfillFailed(KbflowError):
+    """Some units of a backfill failed (the others ran); triggering it again redoes only those."""
+
+    exit_code = 10

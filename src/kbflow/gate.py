@@ -53,8 +53,13 @@ def self_check_queries(version: LoadedVersion, limit: int) -> list[CheckQuery]:
     ]
 
 
-def golden_check_queries(golden: list[GoldenQuery]) -> list[CheckQuery]:
-    return [CheckQuery(q.query, q.expected, False) for q in golden if q.expected]
+def golden_check_queries(golden: list[GoldenQuery], limit: int) -> list[CheckQuery]:
+    """Answerable golden queries, at most ``limit`` (a seeded sample, the same every run)."""
+    queries = [CheckQuery(q.query, q.expected, False) for q in golden if q.expected]
+    if len(queries) > limit:
+        keep = np.random.default_rng(0).choice(len(queries), size=limit, replace=False)
+        queries = [queries[i] for i in sorted(keep.tolist())]
+    return queries
 
 
 @dataclass
@@ -130,7 +135,7 @@ def gate_version(
     "live_common"}}, "failing": [...], "live_version"}``. Pure apart from the encoder.
     """
     sets = {
-        "golden": golden_check_queries(golden),
+        "golden": golden_check_queries(golden, settings.max_golden_queries),
         "self_check": self_check_queries(new, settings.self_check_queries),
     }
     reasons: list[str] = []

@@ -8,8 +8,10 @@ indexes/CURRENT  reports/  logs.duckdb
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
+import re
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from kbflow.errors import ConcurrentRunError
+from kbflow.errors import ConcurrentRunError, StorageError
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,26 @@ class DataHome:
                 yield
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+#: errno values that mean "no room": the disk, a quota, or a file-size limit is full.
+NO_SPACE = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
+_SHORT_WRITE = re.compile(r"\d+ requested and \d+ written")
+
+
+def storage_error(what: str, root: Path, exc: BaseException) -> StorageError:
+    """The ``StorageError`` for an I/O failure of ``what`` while writing under ``root``."""
+    text = str(exc)
+    if (
+        getattr(exc, "errno", None) in NO_SPACE
+        or any(m in text for m in ("No space left", "File too large", "Disk quota"))
+        or _SHORT_WRITE.search(text)  # numpy's tofile reports a full disk this way, no errno
+    ):
+        return StorageError(
+            f"{what}: out of space writing to {root} ({text}); free space (or raise the "
+            "file-size limit) and run again. Nothing was published."
+        )
+    return StorageError(f"{what}: I/O error under {root}: {text}")
 
 
 def new_run_id(now: datetime | None = None) -> str:

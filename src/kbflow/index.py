@@ -113,10 +113,30 @@ def build_version(
     work = indexes_dir / f".building-{version}"
     if work.exists():
         shutil.rmtree(work)
-    work.mkdir(parents=True)
     n = passages.num_rows
     if vectors.shape[0] != n:
         raise IndexError_(f"{n} passages but {vectors.shape[0]} vectors")
+    work.mkdir(parents=True)
+    try:
+        return _build(indexes_dir, work, final, version, passages, vectors, manifest, settings)
+    except BaseException:
+        # A failed build (a full disk, a bad vector) leaves nothing behind; a killed one leaves
+        # .building-*, which the next run removes (clean_stale_builds). Never a listed version.
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+
+
+def _build(
+    indexes_dir: Path,
+    work: Path,
+    final: Path,
+    version: str,
+    passages: pa.Table,
+    vectors: np.ndarray,
+    manifest: dict[str, Any],
+    settings: IndexSettings,
+) -> Path:
+    n = passages.num_rows
     factory = choose_factory(n, settings)
     write_table(passages, work / "passages.parquet", PASSAGE)
     vectors = np.asarray(vectors, dtype=np.float32)  # no copy when already float32
@@ -169,9 +189,19 @@ def update_manifest(version_dir: Path, **fields: Any) -> dict[str, Any]:
 
 
 def clean_stale_builds(indexes_dir: Path) -> list[str]:
-    """Remove half-built version folders left by a killed run (never listed as versions)."""
+    """Remove what a killed run left in ``indexes_dir``: half-built version folders
+    (``.building-*``), half-deleted ones (``.deleting-*``, from pruning) and temp files of
+    ``CURRENT``/``HISTORY``. None of them is ever listed as a version or read. Call it only
+    while holding the run lock (another run's build would look the same)."""
     removed = []
-    for p in indexes_dir.glob(".building-*"):
-        shutil.rmtree(p, ignore_errors=True)
+    for p in sorted(indexes_dir.glob(".building-*")) + sorted(indexes_dir.glob(".deleting-*")):
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
         removed.append(p.name)
+    for p in sorted(indexes_dir.glob(".*.tmp-*")):
+        if p.is_file() or p.is_symlink():
+            p.unlink(missing_ok=True)
+            removed.append(p.name)
     return removed

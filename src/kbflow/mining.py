@@ -397,27 +397,46 @@ def write_csv(table: pa.Table, path: Path) -> Path:
     return path
 
 
-def export_week(logs_path: Path, week: str, out_dir: Path) -> dict[str, str]:
+def export_week(
+    logs_path: Path, week: str, out_dir: Path, catalog_path: Path | None = None
+) -> dict[str, str]:
     """Export the week's review tables as ``<name>.csv`` and ``<name>.parquet`` under
-    ``out_dir`` (``reports/weekly/<week>/``); returns ``{"<name>.csv": path, ...}``."""
+    ``out_dir`` (``reports/weekly/<week>/``); returns ``{"<name>.csv": path, ...}``.
+
+    With them go the KB review tables of the live index version (``semantic_duplicates``,
+    ``contradictions``; ``kbflow.review``) from the catalog (default: ``catalog.duckdb``
+    beside ``logs.duckdb``, as in the data home)."""
+    from kbflow.review import read_review_tables as read_kb_review
+
     out_dir.mkdir(parents=True, exist_ok=True)
     paths: dict[str, str] = {}
-    for name, table in read_review_tables(logs_path, week).items():
+    catalog_path = catalog_path or logs_path.with_name("catalog.duckdb")
+    tables = {**read_review_tables(logs_path, week), **read_kb_review(catalog_path)}
+    for name, table in tables.items():
         pq.write_table(table, out_dir / f"{name}.parquet")
         paths[f"{name}.parquet"] = str(out_dir / f"{name}.parquet")
         paths[f"{name}.csv"] = str(write_csv(table, out_dir / f"{name}.csv"))
     return paths
 
 
-def render_week_report(logs_path: Path, week: str, out_dir: Path) -> Path:
-    """Write ``out_dir/report.html`` for the week from its review tables; returns the path."""
+def render_week_report(
+    logs_path: Path, week: str, out_dir: Path, catalog_path: Path | None = None
+) -> Path:
+    """Write ``out_dir/report.html`` for the week from its review tables (and the live
+    version's KB review tables, see ``export_week``); returns the path."""
     from kbflow.report import write_weekly_report
+    from kbflow.review import latest_review
+    from kbflow.review import read_review_tables as read_kb_review
 
     tables = read_review_tables(logs_path, week)
+    catalog_path = catalog_path or logs_path.with_name("catalog.duckdb")
+    info = latest_review(catalog_path)
+    kb = read_kb_review(catalog_path, info["version"]) if info else {}
     return write_weekly_report(
         out_dir / "report.html",
         week,
         [_plain(r) for r in tables["weekly_metrics"].to_pylist()],
         tables["low_click_answers"].to_pylist(),
         tables["kb_gaps"].to_pylist(),
+        review={"info": info, **{name: t.to_pylist() for name, t in kb.items()}},
     )

@@ -18,6 +18,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -39,10 +40,16 @@ from kbflow.contracts import (
     write_table,
 )
 from kbflow.drift import check_drift
-from kbflow.embed import EmbeddingCache, describe, embed_missing, open_embedder
+from kbflow.embed import (
+    EmbeddingCache,
+    describe,
+    embed_missing,
+    open_embedder,
+    remove_partial_shards,
+)
 from kbflow.errors import AccountingError, ConfigError, KbflowError
 from kbflow.evaluate import GoldenQuery, load_golden
-from kbflow.home import DataHome, atomic_write_text
+from kbflow.home import DataHome, atomic_write_text, storage_error
 from kbflow.index import (
     build_version,
     clean_stale_builds,
@@ -50,7 +57,7 @@ from kbflow.index import (
     read_manifest,
     update_manifest,
 )
-from kbflow.publish import current_version, live_version_dir, publish_version
+from kbflow.publish import current_version, live_version_dir, publish_version, repair_history
 from kbflow.settings import Settings
 from kbflow.sources import discover_export, land_export, read_export
 from kbflow.validate import validate_rows
@@ -71,9 +78,13 @@ def _stage(
         log.info("%s: already complete for run %s, skipped", stage, run_id)
         return json.loads(marker.read_text(encoding="utf-8"))
     start = time.perf_counter()
-    summary = fn(folder)
-    summary["seconds"] = round(time.perf_counter() - start, 3)
-    atomic_write_text(marker, json.dumps(summary, ensure_ascii=False, default=str))
+    try:
+        summary = fn(folder)
+        summary["seconds"] = round(time.perf_counter() - start, 3)
+        atomic_write_text(marker, json.dumps(summary, ensure_ascii=False, default=str))
+    except (OSError, duckdb.IOException) as exc:
+        # A full disk or a read-only folder is an operator's problem, not a bug: one clear line.
+        raise storage_error(f"{stage} stage", home.root, exc) from exc
     return summary
 
 
@@ -99,11 +110,24 @@ def settings_fingerprint(settings: Settings) -> str:
 def start_run(
     home: DataHome, run_id: str, run_date: date, flow: str = "kb-nightly"
 ) -> dict[str, Any]:
-    removed = clean_stale_builds(home.indexes)
+    """Open the run in the catalog after clearing what an interrupted run left behind.
+
+    Call it holding the data home's run lock (every flow that opens runs takes it): half-built
+    versions, half-deleted versions and temp files are then ours to remove, runs still
+    ``running`` are dead (closed as ``interrupted``), and a move of ``CURRENT`` the catalog
+    missed is recorded.
+    """
+    removed = clean_stale_builds(home.indexes) + remove_partial_shards(home.embeddings)
     if removed:
-        log.warning(
-            "removed half-built versions left by an interrupted run: %s", ", ".join(removed)
-        )
+        log.warning("removed files left by an interrupted run: %s", ", ".join(removed))
+    interrupted = catalog.close_interrupted_runs(home.catalog_path)
+    if interrupted:
+        log.warning("runs %s had stopped without finishing; marked interrupted", interrupted)
+    missed = catalog.reconcile_live_version(home.catalog_path, current_version(home.indexes))
+    if missed:
+        log.warning("CURRENT had moved from %s without a catalog record; recorded it", missed)
+    if repair_history(home.indexes):
+        log.warning("the live version was missing from indexes/HISTORY; appended it")
     catalog.open_run(home.catalog_path, run_id, flow, run_date)
     return {
         "run_id": run_id,
@@ -306,6 +330,7 @@ def embed_stage(home: DataHome, run_id: str, settings: Settings) -> dict[str, An
                 passages.column("text_hash").to_pylist(),
                 embedder,
                 cache,
+                group_size=settings.embed.shard_texts,
             )
         log.info(
             "embed: %d passages, %d unique texts, %d cached, %d embedded (%.0f/s)",
@@ -496,10 +521,13 @@ def gate_stage(
 def publish_stage(home: DataHome, run_id: str, version: str, settings: Settings) -> dict[str, Any]:
     def run(folder: Path) -> dict[str, Any]:
         vdir = home.indexes / version
+        previous = publish_version(home.indexes, version, settings.index.keep_versions)
+        # Marked after the switch: a run killed in between leaves a live version still marked
+        # "built", never a version marked "published" that never went live. The next run
+        # records the missed catalog event (catalog.reconcile_live_version).
         update_manifest(
             vdir, status="published", published_at=datetime.now(UTC).isoformat(timespec="seconds")
         )
-        previous = publish_version(home.indexes, version, settings.index.keep_versions)
         catalog.record_publish_event(home.catalog_path, "publish", version, previous, run_id)
         return {"version": version, "previous": previous}
 
@@ -628,13 +656,19 @@ def _maybe(path: Path, schema: pa.Schema) -> pa.Table | None:
 
 
 def report_stage(
-    home: DataHome, run_id: str, run_date: date, status: str, message: str | None = None
+    home: DataHome,
+    run_id: str,
+    run_date: date,
+    status: str,
+    message: str | None = None,
+    notice: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Assemble the run summary from the stage markers, write the HTML report, close the run.
 
     Returns the summary the CLI prints: ``run_id``, ``status``, ``version``, ``rows``
     (input/indexed/duplicate/stale/unpublished/quarantined), ``embedded``, ``cached``,
-    ``retired``, ``report`` and ``timings``.
+    ``retired``, ``report`` and ``timings``; ``notice`` (``kbflow.notify.send_notice``'s
+    result, the webhook URL redacted) when a failure notice was sent or attempted.
     """
     m = {
         s: _marker(home, run_id, s)
@@ -645,6 +679,7 @@ def report_stage(
             "chunk",
             "embed",
             "index",
+            "review",
             "gate",
             "publish",
             "account",
@@ -680,6 +715,8 @@ def report_stage(
     }
     if message:
         summary["message"] = message
+    if notice:
+        summary["notice"] = notice
     report_path = home.reports / f"nightly-{run_id}.html"
     summary["report"] = str(report_path)
     vdir, cdir = home.run_dir(run_id) / "validate", home.run_dir(run_id) / "clean"
@@ -687,7 +724,10 @@ def report_stage(
     if publish.get("previous") and (home.indexes / publish["previous"]).is_dir():
         prev_cal = read_manifest(home.indexes / publish["previous"]).get("calibration")
     from kbflow.report import write_nightly_report
+    from kbflow.review import report_inputs
 
+    review = report_inputs(home, run_id)
+    summary["review"] = review.pop("summary")
     merges = [
         t
         for t in (
@@ -704,6 +744,7 @@ def report_stage(
         stale=_maybe(cdir / "stale.parquet", STALE_ENTRY),
         retired=retired,
         previous_calibration=prev_cal,
+        **review,
     )
     return finish_run(home, run_id, status, summary, message)
 

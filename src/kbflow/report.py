@@ -14,6 +14,7 @@ from typing import Any
 import pyarrow as pa
 
 from kbflow.home import atomic_write_text
+from kbflow.notify import describe_notice
 
 _CSS = """
 body{font-family:-apple-system,"Segoe UI","PingFang SC","Microsoft YaHei",sans-serif;margin:2rem;color:#1d2733;max-width:1100px}
@@ -96,6 +97,10 @@ def nightly_markdown(summary: dict[str, Any]) -> str:
     ]
     if summary.get("message"):
         lines.append(f"- message: {summary['message']}")
+    if summary.get("notice"):
+        lines.append(f"- failure notice: {describe_notice(summary['notice'])}")
+    if summary.get("review"):
+        lines.append(review_markdown_line(summary["review"]))
     gate = summary.get("gate")
     if gate and not gate.get("skipped"):
         verdict = (
@@ -138,8 +143,11 @@ def write_nightly_report(
     stale: pa.Table | None = None,
     retired: list[str] | None = None,
     previous_calibration: dict[str, Any] | None = None,
+    contradictions: pa.Table | None = None,
+    semantic_duplicates: pa.Table | None = None,
 ) -> Path:
-    """Write the nightly HTML report to ``path`` (atomically) and return it."""
+    """Write the nightly HTML report to ``path`` (atomically) and return it. Contradicting
+    answers found by the review stage come first, under the heading."""
     rows = summary.get("rows", {})
     status = str(summary.get("status", "running"))
     kv = {
@@ -154,9 +162,11 @@ def write_nightly_report(
         "embedding throughput (passages/s)": summary.get("embed_per_second"),
         "retired entries": summary.get("retired"),
         "message": summary.get("message"),
+        "failure notice": describe_notice(summary.get("notice")),
     }
     body = [
         f'<h1>kbflow nightly run <span class="status {esc(status)}">{esc(status)}</span></h1>',
+        review_contradictions_section(summary.get("review"), contradictions),
         '<table class="kv">'
         + "".join(
             f"<tr><td>{esc(k)}</td><td>{esc(v)}</td></tr>" for k, v in kv.items() if v is not None
@@ -217,6 +227,7 @@ def write_nightly_report(
             _rows(merges),
             ["kind", "canonical_id", "merged_id", "similarity", "canonical_title", "merged_title"],
         ),
+        review_semantic_section(summary.get("review"), semantic_duplicates),
         "<h2>Stale entries</h2>",
         html_table(_rows(stale), ["entry_id", "title", "reason", "evidence", "stale_since"]),
         "<h2>Retired entries</h2>",
@@ -352,8 +363,12 @@ def write_weekly_report(
     answers: list[dict[str, Any]],
     gaps: list[dict[str, Any]],
     top: int = 50,
+    review: dict[str, Any] | None = None,
 ) -> Path:
-    """Write the weekly mining HTML report (self-contained, every text escaped); returns it."""
+    """Write the weekly mining HTML report (self-contained, every text escaped); returns it.
+
+    ``review``: ``{"info", "semantic_duplicates", "contradictions"}`` from
+    ``kbflow.review`` (the live version's review tables), shown at the end when given."""
     m = metrics[0] if metrics else {}
     alerts = {
         "P95 latency": m.get("alert_p95"),
@@ -452,6 +467,136 @@ def write_weekly_report(
             limit=top,
         ),
     ]
+    if review is not None:
+        body.append(
+            weekly_review_section(
+                review.get("info"),
+                review.get("semantic_duplicates") or [],
+                review.get("contradictions") or [],
+                top,
+            )
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, page(f"kbflow weekly mining {week}", "".join(body)))
     return path
+
+
+# --- review stage (semantic near-duplicates, contradicting answers) ---------------------------
+
+_CONTRADICTION_COLUMNS = [
+    "source",
+    "entry_a",
+    "title_a",
+    "value_a",
+    "entry_b",
+    "title_b",
+    "value_b",
+    "fact_kind",
+    "topic",
+    "note",
+]
+_SEMANTIC_COLUMNS = [
+    "entry_a",
+    "title_a",
+    "entry_b",
+    "title_b",
+    "score",
+    "text_a",
+    "text_b",
+    "newest_updated_at",
+    "has_contradiction",
+]
+
+
+def _threshold_line(review: dict[str, Any]) -> str:
+    cal = review.get("calibration") or {}
+    t = cal.get("threshold")
+    shown = "none (pass skipped)" if t is None else f"{float(t):.3f}"
+    recall = cal.get("recall_positives")
+    kept = (
+        ""
+        if recall is None
+        else f"; keeps {100 * float(recall):.1f}% of the KB's own paraphrase pairs"
+    )
+    return (
+        f'<p class="muted">Semantic threshold for {esc(cal.get("model_key"))}: {esc(shown)} '
+        f"({esc(cal.get('method'))}: {esc(cal.get('reason'))}{esc(kept)}).</p>"
+    )
+
+
+def review_markdown_line(review: dict[str, Any]) -> str:
+    """One Markdown line for the Prefect artifact: contradictions and semantic pairs."""
+    if not review.get("enabled", True):
+        return "- review: disabled"
+    cal = review.get("calibration") or {}
+    t = cal.get("threshold")
+    return (
+        f"- review: **{review.get('contradictions', 0)} contradicting facts** "
+        f"({review.get('merge_contradictions', 0)} hidden by merges), "
+        f"{review.get('semantic_pairs', 0)} semantic near-duplicate pairs "
+        f"(threshold {'skipped' if t is None else round(float(t), 3)}, {cal.get('method')})"
+    )
+
+
+def review_contradictions_section(
+    review: dict[str, Any] | None, contradictions: pa.Table | None
+) -> str:
+    """Top-of-report section: facts that near-duplicate answers state differently."""
+    if review is None and contradictions is None:
+        return ""
+    rows = _rows(contradictions)
+    if review is not None and not review.get("enabled", True):
+        return '<h2>Contradicting answers</h2><p class="muted">review stage disabled</p>'
+    merged = sum(1 for r in rows if str(r.get("source", "")).startswith("minhash"))
+    return (
+        f"<h2>Contradicting answers ({len(rows)})</h2>"
+        "<p>Near-duplicate entries (merged by MinHash, or semantic pairs below) whose answers "
+        "state different values for the same kind of fact: durations, amounts, percentages, "
+        f"dates, phone numbers, links. {merged} of them were hidden by a merge: the canonical "
+        "entry (a) keeps its answer, b is what the merged entry said.</p>"
+        + html_table(rows, _CONTRADICTION_COLUMNS)
+    )
+
+
+def review_semantic_section(review: dict[str, Any] | None, semantic: pa.Table | None) -> str:
+    """Semantic near-duplicate pairs (not merged), newest first, with the threshold used."""
+    if review is None and semantic is None:
+        return ""
+    rows = _rows(semantic)
+    for r in rows:
+        if isinstance(r.get("score"), float):
+            r["score"] = round(r["score"], 3)
+    parts = [f"<h2>Semantic near-duplicates ({len(rows)} pairs, not merged)</h2>"]
+    if review is not None and review.get("enabled", True):
+        parts.append(_threshold_line(review))
+    parts.append(html_table(rows, _SEMANTIC_COLUMNS))
+    return "".join(parts)
+
+
+def weekly_review_section(
+    info: dict[str, Any] | None,
+    semantic: list[dict[str, Any]],
+    contradictions: list[dict[str, Any]],
+    top: int = 50,
+) -> str:
+    """The weekly report's view of the review tables of the live (or latest reviewed)
+    version: contradicting answers first, then semantic near-duplicates."""
+    if info is None:
+        return '<h2>KB review</h2><p class="muted">no index version has been reviewed yet</p>'
+    review = {**(info.get("summary") or {}), "enabled": True}
+    for r in semantic:
+        if isinstance(r.get("score"), float):
+            r["score"] = round(r["score"], 3)
+    merged = sum(1 for r in contradictions if str(r.get("source", "")).startswith("minhash"))
+    return "".join(
+        [
+            f"<h2>KB review: version {esc(info.get('version'))}</h2>",
+            f'<p class="muted">reviewed {esc(info.get("reviewed_at"))}; exported beside this '
+            "report as contradictions and semantic_duplicates (CSV, Parquet)</p>",
+            f"<h3>Contradicting answers ({len(contradictions)}, {merged} hidden by merges)</h3>",
+            html_table(contradictions, _CONTRADICTION_COLUMNS, limit=top),
+            f"<h3>Semantic near-duplicates ({len(semantic)} pairs, not merged)</h3>",
+            _threshold_line(review),
+            html_table(semantic, _SEMANTIC_COLUMNS, limit=top),
+        ]
+    )

@@ -1,7 +1,9 @@
 """Hybrid retrieval over one index version: dense (FAISS) and BM25, fused per entry.
 
-Each entry's dense score is the best cosine over its passages and its keyword score the best
-BM25 score over its passages, divided by the version's ``bm25_scale`` (the median score of a
+Each entry's dense score is the best cosine over its passages, blended with the second best
+(``(best + λ·second) / (1 + λ)``, λ = ``index.dense_second_weight``: an entry whose several
+similar questions all sit near the query is likelier the answer than one with a single close
+passage), and its keyword score the best BM25 score over its passages, divided by the version's ``bm25_scale`` (the median score of a
 passage queried with its own text) and capped at 1. The fused score is
 ``w * dense + (1 - w) * keyword``, with ``w`` calibrated per version on held-out queries
 (``calibrate_version``): plain equal-weight fusion lets the weak side drag the strong one down,
@@ -89,6 +91,9 @@ class LoadedVersion:
         self.bm25_scale: float = float(cal.get("bm25_scale", 1.0)) or 1.0
         self.threshold: float = float(cal.get("handoff_threshold", 0.0))
         self._token_sets: dict[int, frozenset[str]] = {}
+        index_settings = self.manifest.get("settings", {}).get("index", {})
+        # versions built before the setting existed keep their best-passage-only scoring
+        self.second_weight: float = float(index_settings.get("dense_second_weight", 0.0))
 
     def token_set(self, row: int) -> frozenset[str]:
         """Tokens of a passage, computed once per version (held-out checks ask repeatedly)."""
@@ -153,8 +158,12 @@ class LoadedVersion:
             keyword[j] = float(ks.max())
             if qvec is not None:
                 ds = np.asarray(self.vectors[er]) @ qvec
-                best_d[j] = er[int(np.argmax(ds))]
-                dense[j] = float(ds.max())
+                top = int(np.argmax(ds))
+                best_d[j] = er[top]
+                dense[j] = float(ds[top])
+                if self.second_weight and len(ds) > 1:
+                    second = float(np.partition(ds, -2)[-2])
+                    dense[j] = (dense[j] + self.second_weight * second) / (1 + self.second_weight)
             else:
                 best_d[j] = best_k[j]
         return Candidates(entries, dense, keyword, best_d, best_k)

@@ -29,6 +29,7 @@ import logging
 import math
 import os
 import posixpath
+import re
 import secrets
 import warnings
 import zipfile
@@ -44,6 +45,7 @@ import pyarrow.parquet as pq
 
 from kbflow.contracts import QUARANTINE_ROW, RAW_ROW, table_from_rows
 from kbflow.errors import ContractError, ExportFormatError, SourceError
+from kbflow.home import NO_SPACE
 
 log = logging.getLogger(__name__)
 
@@ -405,6 +407,8 @@ def _copy_verified(entry: _SourceEntry, expected: ExportFile, root: Path) -> Non
                 dst.flush()
                 os.fsync(dst.fileno())
         except OSError as exc:
+            if exc.errno in NO_SPACE:
+                raise  # the data home is full, not the source's fault (a StorageError)
             raise SourceError(f"cannot copy {expected.name}: {exc}") from exc
         if digest.hexdigest() != expected.sha256 or size != expected.size:
             raise SourceError(
@@ -729,7 +733,13 @@ def _header_name(value: Any, index: int) -> str:
 
 
 def _is_blank(values: Iterable[Any]) -> bool:
-    return all(v is None or (isinstance(v, str) and not v.strip()) for v in values)
+    """No value at all: None, blank strings, empty lists and objects."""
+    return all(
+        v is None
+        or (isinstance(v, str) and not v.strip())
+        or (isinstance(v, list | tuple | dict) and not v)
+        for v in values
+    )
 
 
 # --- formats --------------------------------------------------------------------------------
@@ -755,6 +765,9 @@ def _read_jsonl(name: str, data: bytes, out: _Collector) -> str:
     if lines and lines[-1] == "":
         lines.pop()  # what follows the final newline is not a line
     for lineno, line_text in enumerate(lines, start=1):
+        if line_text.startswith("\ufeff"):
+            # Exports concatenated with `cat` carry the second file's BOM mid-file.
+            line_text = line_text.lstrip("\ufeff")
         if not line_text.strip():
             out.blank_lines += 1
             continue
@@ -765,6 +778,9 @@ def _read_jsonl(name: str, data: bytes, out: _Collector) -> str:
             col = exc.colno if isinstance(exc, json.JSONDecodeError) else 0
             out.add_bad(name, lineno, f"invalid JSON: {msg} (column {col})", line_text)
             continue
+        except RecursionError:
+            out.add_bad(name, lineno, "invalid JSON: nested too deeply", line_text)
+            continue
         if not isinstance(obj, dict):
             out.add_bad(
                 name,
@@ -773,8 +789,33 @@ def _read_jsonl(name: str, data: bytes, out: _Collector) -> str:
                 line_text,
             )
             continue
-        out.add(name, lineno, obj.items())
+        if _is_blank(obj.values()):
+            out.blank_lines += 1  # {} or all-empty values: a blank row, as in CSV and XLSX
+            continue
+        if "\\u" in line_text and _LONE_SURROGATE_ESCAPE.search(line_text):
+            obj = _replace_surrogates(obj)
+        try:
+            out.add(name, lineno, obj.items())
+        except RecursionError:
+            out.add_bad(name, lineno, "invalid JSON: nested too deeply", line_text)
     return encoding
+
+
+#: A ``\uD800``-``\uDFFF`` escape: JSON allows them, but a lone one is not a character (it
+#: cannot be encoded as UTF-8) and would break every later write of the row.
+_LONE_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _replace_surrogates(value: Any) -> Any:
+    """``value`` with every lone surrogate replaced by U+FFFD (keys and nested values too)."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {_replace_surrogates(k): _replace_surrogates(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_replace_surrogates(v) for v in value]
+    return value
 
 
 def _decode_text(name: str, data: bytes) -> tuple[str, str]:
@@ -791,6 +832,7 @@ def _decode_text(name: str, data: bytes) -> tuple[str, str]:
             first_error = first_error or exc
             continue
         if encoding == "gb18030":
+            _refuse_mixed_encodings(name, data)
             log.warning("%s is not UTF-8; decoded as GB18030", name)
         return text, encoding
     assert first_error is not None
@@ -799,6 +841,34 @@ def _decode_text(name: str, data: bytes) -> tuple[str, str]:
         f"{name}: cannot be decoded as {' or '.join(candidates)} (first bad byte on line "
         f"{line}); re-export it as UTF-8."
     ) from first_error
+
+
+#: Two characters of U+0800 and above (CJK and most scripts: three UTF-8 bytes each) that
+#: decode as UTF-8 on one line are evidence the line was written as UTF-8: GB18030 text
+#: almost never forms valid three-byte UTF-8 sequences by chance.
+_UTF8_EVIDENCE = re.compile("[\u0800-\uffff].*[\u0800-\uffff]")
+
+
+def _refuse_mixed_encodings(name: str, data: bytes) -> None:
+    """A file that is not UTF-8 but has UTF-8 lines with Chinese text is a mix (an edited
+    export, two files concatenated). Much UTF-8 also decodes as GB18030, into mojibake, so
+    the whole file is refused instead of being read as GB18030."""
+    utf8_line = bad_line = None
+    for lineno, line in enumerate(data.split(b"\n"), start=1):
+        if line.isascii():
+            continue
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError:
+            bad_line = bad_line or lineno
+        else:
+            if utf8_line is None and _UTF8_EVIDENCE.search(text):
+                utf8_line = lineno
+        if utf8_line and bad_line:
+            raise ExportFormatError(
+                f"{name}: mixed encodings: line {utf8_line} is UTF-8 but line {bad_line} is "
+                "not; re-export the whole file as UTF-8."
+            )
 
 
 def _read_csv(name: str, data: bytes, out: _Collector) -> str:
@@ -817,6 +887,15 @@ def _read_csv(name: str, data: bytes, out: _Collector) -> str:
                 header = [_header_name(v, i) for i, v in enumerate(record)]
                 id_index = next((i for i, h in enumerate(header) if _canonical(h) == "id"), None)
                 continue
+            if len(record) != len(header) and consumed > start:
+                # A record runs over several lines only inside a quoted field; with the wrong
+                # field count, a quote was never closed and the lines after it were swallowed
+                # into one field. Quarantining that one record would hide those rows.
+                raise ExportFormatError(
+                    f"{name}: unbalanced quote: the record starting on line {start} runs to line "
+                    f"{consumed} and has {len(record)} fields instead of {len(header)}; "
+                    'close the quote (a literal " inside a quoted field is written "").'
+                )
             if len(record) != len(header):
                 entry_id = (
                     _to_str(record[id_index])
@@ -847,7 +926,11 @@ def _read_parquet(name: str, data: bytes, out: _Collector) -> None:
     names = [str(n) for n in table.column_names]
     columns = [table.column(i).to_pylist() for i in range(table.num_columns)]
     for i in range(table.num_rows):
-        out.add(name, i + 1, zip(names, (c[i] for c in columns), strict=True))
+        values = [c[i] for c in columns]
+        if _is_blank(values):
+            out.blank_lines += 1
+            continue
+        out.add(name, i + 1, zip(names, values, strict=True))
 
 
 def _read_xlsx(

@@ -174,7 +174,11 @@ def validate_rows(
         import great_expectations as gx
 
         df = _frame(rows, settings)
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
         context = gx.get_context(mode="ephemeral")
+        # GX draws tqdm bars on stderr whatever TQDM_DISABLE says; a nightly log needs none.
+        context.variables.progress_bars = ProgressBarsConfig(globally=False)
         asset = context.data_sources.add_pandas("kb_export").add_dataframe_asset("rows")
         batch = asset.add_batch_definition_whole_dataframe("all").get_batch(
             batch_parameters={"dataframe": df}

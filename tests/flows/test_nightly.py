@@ -118,6 +118,29 @@ def test_near_duplicates_are_merged_and_expired_entries_are_stale(home: Path, fi
         assert outcome[eid] == "unpublished", eid
 
 
+def test_review_stage_writes_its_tables_and_the_report_section(home: Path, first: dict):
+    from kbflow.contracts import REVIEW_CONTRADICTION, REVIEW_SEMANTIC_DUPLICATE
+
+    folder = home / "runs" / first["run_id"] / "review"
+    sem = read_table(folder / "semantic_duplicates.parquet", REVIEW_SEMANTIC_DUPLICATE)
+    con = read_table(folder / "contradictions.parquet", REVIEW_CONTRADICTION)
+    method, n_sem, n_con = catalog_rows(
+        home,
+        "select method, n_semantic_pairs, n_contradictions from review_versions where version = ?",
+        first["version"],
+    )[0]
+    # the bundled English model cannot read the Chinese sample, and the review says so
+    assert method == "cannot_separate" == first["review"]["calibration"]["method"]
+    assert n_sem == sem.num_rows == 0 and n_con == con.num_rows
+    for table, n in (("review_semantic_duplicates", 0), ("review_contradictions", con.num_rows)):
+        assert catalog_rows(
+            home, f"select count(*) from {table} where version = ?", first["version"]
+        ) == [(n,)]
+    html = Path(first["report"]).read_text(encoding="utf-8")
+    assert html.index("Contradicting answers (") < html.index("Row accounting")
+    assert "Semantic near-duplicates (0 pairs" in html and "cannot_separate" in html
+
+
 def test_search_answers_a_colloquial_query_with_a_title_prefixed_sop_passage(
     home: Path, first: dict
 ):
@@ -168,6 +191,8 @@ def test_edited_entries_are_the_only_ones_embedded(home: Path, first: dict, tmp_
     (src / "faq.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     third = run(home, src)
     assert third["status"] == "published" and third["version"] != first["version"]
+    # a harmless change passes the quality gate against the live version
+    assert third["gate"]["passed"] and "live_common" in third["gate"]["checks"]["self_check"]
     assert third["embedded"] == edited == 3  # one answer passage per edited entry, nothing else
     assert third["cached"] > 250
 

@@ -88,7 +88,11 @@ def test_flow_writes_review_tables_exports_and_report(home: Path, mined: dict):
         assert pq.read_table(out / f"{name}.parquet").num_rows == len(
             q(home, f"select 1 from review_{name} where week = ?", WEEK)
         )
+    # the KB review tables of the live version travel with the weekly bundle
+    for name in ("semantic_duplicates", "contradictions"):
+        assert (out / f"{name}.csv").is_file() and (out / f"{name}.parquet").is_file()
     text = Path(mined["report"]).read_text(encoding="utf-8")
+    assert "KB review: version v" in text
     parser = HTMLParser()
     parser.feed(text)
     assert text.count("<svg") == 4 and WEEK in text

@@ -93,3 +93,46 @@ EN_KB = [
         ["need a receipt for my company", "vat invoice please", "download invoice"],
     ),
 ]
+
+
+#: Tags kbflow's HTML reports write themselves (charts are inline SVG).
+REPORT_TAGS = frozenset(
+    {
+        "html", "head", "meta", "title", "style", "body", "h1", "h2", "h3", "p", "span", "div",
+        "table", "thead", "tbody", "tr", "th", "td", "figure", "svg", "text", "rect", "g",
+        "line", "ul", "li", "code", "b", "strong", "em", "small", "details", "summary",
+        "section",
+    }
+)  # fmt: skip
+
+
+def assert_report_markup_is_ours(html: str) -> None:
+    """Every tag in ``html`` is one the report writes and no attribute is an event handler or
+    a URL: user text (titles, answers, ids, messages) reached the page as text only."""
+    from html.parser import HTMLParser
+
+    seen: list[tuple[str, list[tuple[str, str | None]]]] = []
+
+    class Collect(HTMLParser):
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            seen.append((tag, attrs))
+
+    Collect(convert_charrefs=True).feed(html)
+    tags = {t for t, _ in seen}
+    assert tags <= REPORT_TAGS, tags - REPORT_TAGS
+    for tag, attrs in seen:
+        for name, value in attrs:
+            assert not name.startswith("on"), (tag, name, value)
+            assert name not in ("src", "href", "srcdoc", "action"), (tag, name, value)
+
+
+def tiny_version(indexes: Path, name: str) -> Path:
+    """A real, complete index version of ``EN_KB`` (FAISS, BM25, manifest) in ``indexes``,
+    with random unit vectors of 8 dimensions: no model needed."""
+    import numpy as np
+
+    passages = chunk_entries(table_from_rows(EN_KB, CLEAN_ENTRY), Settings().chunk)
+    vecs = np.random.default_rng(0).standard_normal((passages.num_rows, 8)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    manifest = {"run_id": "t", "embedding": {"model_key": "m@8"}, "counts": {}, "status": "built"}
+    return build_version(indexes, name, passages, vecs, manifest, Settings().index)

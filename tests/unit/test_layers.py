@@ -25,7 +25,7 @@ def test_core_never_imports_prefect_flows_or_tasks():
     offenders = {
         str(p.relative_to(ROOT)): sorted(_imports(p) & {"prefect", "flows", "tasks"})
         for p in (ROOT / "src" / "kbflow").rglob("*.py")
-        if p.name not in ("cli.py", "cli_mine.py", "cli_embed.py")  # the CLI is the one outer door
+        if p.name not in ("cli.py", "cli_mine.py", "cli_embed.py", "cli_backfill.py")  # the CLI
     }
     assert {k: v for k, v in offenders.items() if v} == {}
 

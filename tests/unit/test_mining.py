@@ -261,6 +261,7 @@ def test_export_is_excel_safe_and_parquet_round_trips(logs: Path, tmp_path: Path
     assert set(paths) == {
         f"{t}.{x}"
         for t in ("low_click_answers", "kb_gaps", "weekly_metrics")
+        + ("semantic_duplicates", "contradictions")  # the KB review tables (kbflow.review)
         for x in ("csv", "parquet")
     }
     with open(out / "kb_gaps.csv", encoding="utf-8-sig", newline="") as fh:

@@ -76,7 +76,9 @@ def test_failing_reranker_keeps_the_fused_order(home: Path, server, local_embedd
 def test_rerank_response_parsing():
     sg = [{"score": 0.2, "index": 1}, {"score": 0.9, "index": 0}]
     assert parse_rerank_response(sg, 2) == [0.9, 0.2]
-    cohere = {"results": [{"index": 0, "relevance_score": 0.1}, {"index": 1, "relevance_score": 0.5}]}
+    cohere = {
+        "results": [{"index": 0, "relevance_score": 0.1}, {"index": 1, "relevance_score": 0.5}]
+    }
     assert parse_rerank_response(cohere, 2) == [0.1, 0.5]
     with pytest.raises(RerankError, match="scored 1 of 2"):
         parse_rerank_response([{"score": 0.2, "index": 1}], 2)

@@ -121,8 +121,10 @@ def test_concurrent_searches_and_clicks_are_all_logged(home: Path, local_embedde
         ids = [a["query_id"] for _, a in answers]
         assert len(set(ids)) == n
         assert all(a["fallback_level"] == 0 and a["version"] == "v1" for _, a in answers)
-        for i, qid in enumerate(ids[:10]):
-            code, body = post(url + "/click", {"query_id": qid, "entry_id": "order-status", "position": 1})
+        for qid in ids[:10]:
+            code, body = post(
+                url + "/click", {"query_id": qid, "entry_id": "order-status", "position": 1}
+            )
             assert code == 200 and body == {"ok": True}
         assert post(url + "/search", {"query": ""})[0] == 422  # a clear validation error
         assert post(url + "/click", {"entry_id": "x"})[0] == 422
@@ -136,9 +138,7 @@ def test_concurrent_searches_and_clicks_are_all_logged(home: Path, local_embedde
     assert {c[1] for c in clicks} == {"order-status"} and {c[2] for c in clicks} == {1}
 
 
-def test_new_version_is_picked_up_mid_traffic_without_a_failed_request(
-    home: Path, local_embedder
-):
+def test_new_version_is_picked_up_mid_traffic_without_a_failed_request(home: Path, local_embedder):
     publish_version(home / "indexes", "v1", keep=5)
     results: list[tuple[int, str | None, int]] = []
     stop = threading.Event()

@@ -8,7 +8,15 @@ from datetime import date, datetime
 import duckdb
 import pytest
 
-from kbflow.contracts import DEDUP_MERGE, QUARANTINE_ROW, ROW_OUTCOME, STALE_ENTRY, table_from_rows
+from kbflow.contracts import (
+    DEDUP_MERGE,
+    QUARANTINE_ROW,
+    REVIEW_CONTRADICTION,
+    REVIEW_SEMANTIC_DUPLICATE,
+    ROW_OUTCOME,
+    STALE_ENTRY,
+    table_from_rows,
+)
 from kbflow.sqlfiles import list_sql, load_sql
 
 _PARAM = re.compile(r"\$([a-z_0-9]+)")
@@ -47,6 +55,30 @@ def con(tmp_path):
     )
     c.register(
         "staged_stale", table_from_rows([{"entry_id": "c", "reason": "expired"}], STALE_ENTRY)
+    )
+    # catalog review tables (kbflow.review) and the staged rows their inserts read
+    c.execute(load_sql("review/create_review_tables"))
+    c.register(
+        "staged_semantic_duplicates",
+        table_from_rows(
+            [{"version": "x", "model_key": "m", "entry_a": "a", "entry_b": "b", "score": 0.9}],
+            REVIEW_SEMANTIC_DUPLICATE,
+        ),
+    )
+    c.register(
+        "staged_contradictions",
+        table_from_rows(
+            [
+                {
+                    "version": "x",
+                    "source": "semantic",
+                    "entry_a": "a",
+                    "entry_b": "b",
+                    "fact_kind": "amount",
+                }
+            ],
+            REVIEW_CONTRADICTION,
+        ),
     )
     # logs.duckdb: every DDL file under sql/schema/, sample events, and a staged table per
     # statement that reads one (staged_<table> has the columns of <table>).

@@ -1,0 +1,189 @@
+"""kbflow's Prefect deployments, from ``deployments/prefect.yaml``, in two ways:
+
+``python deployments/deploy.py [apply]``
+    Register every deployment of ``prefect.yaml`` (schedules, parameters, work pools,
+    one-run-at-a-time limits) with the Prefect server in ``PREFECT_API_URL``; workers polling
+    ``kbflow-gpu``/``kbflow-cpu`` then run them. The same result as ``prefect deploy --all
+    --prefect-file deployments/prefect.yaml``, which on Prefect 3.8.8 with FastAPI 0.151-0.154
+    on the server stops after the first deployment (its closing "start a worker" hint sends a
+    request that FastAPI >= 0.151 rejects with 422).
+
+``python deployments/deploy.py serve`` (``make serve``)
+    For teams without a Prefect server: serve the same deployments from this process
+    (``prefect.serve``), each flow run in a subprocess when due. Prefect schedules runs only on
+    a real API server (its in-process ephemeral API has no scheduler), so unless
+    ``PREFECT_API_URL`` is set this starts a local ``prefect server start`` on 127.0.0.1 (port
+    ``KBFLOW_PREFECT_PORT``, default 4200; the Prefect UI is there too), its database in
+    ``$PREFECT_HOME``, for as long as it runs. Stop with Ctrl-C.
+
+``{{ $VAR }}`` placeholders of ``prefect.yaml`` are filled from the environment, as ``prefect
+deploy`` does: ``KBFLOW_SOURCE`` (the export pulled every night), ``KBFLOW_HOME`` (the data
+home) and, for ``apply``, ``KBFLOW_REPO`` (this checkout, as the workers see it; default: here).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SPEC = Path(__file__).resolve().parent / "prefect.yaml"
+REPO = SPEC.parents[1]
+_VAR = re.compile(r"\{\{\s*\$(\w+)\s*\}\}")
+_WORKDIR_STEP = "prefect.deployments.steps.set_working_directory"
+
+
+def load_spec(path: Path = SPEC) -> dict[str, Any]:
+    return dict(yaml.safe_load(path.read_text(encoding="utf-8")))
+
+
+def resolve(value: Any, env: Mapping[str, str]) -> Any:
+    """``{{ $VAR }}`` placeholders filled from ``env``, as ``prefect deploy`` does."""
+    if not isinstance(value, str):
+        return value
+
+    def var(m: re.Match[str]) -> str:
+        if m.group(1) not in env:
+            raise SystemExit(f"deploy: set {m.group(1)} (prefect.yaml uses it: {value})")
+        return env[m.group(1)]
+
+    return _VAR.sub(var, value)
+
+
+def build_deployments(env: Mapping[str, str] | None = None, for_workers: bool = False) -> list[Any]:
+    """One ``RunnerDeployment`` per deployment of ``prefect.yaml`` with its schedules,
+    concurrency limit and parameters. ``for_workers``: loaded from the checkout named by the
+    file's ``set_working_directory`` pull step (that step is what workers run first) and bound
+    to the deployment's work pool; otherwise for ``serve`` in this process."""
+    from prefect import Flow
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig
+    from prefect.schedules import Cron
+
+    env = os.environ if env is None else {**env}
+    if for_workers:
+        env = {"KBFLOW_REPO": str(REPO), **env}
+    spec = load_spec()
+    repo = None
+    if for_workers:
+        steps = [s[_WORKDIR_STEP] for s in spec.get("pull") or [] if _WORKDIR_STEP in s]
+        repo = resolve(steps[0]["directory"], env) if steps else str(REPO)
+    out = []
+    for dep in spec["deployments"]:
+        if repo is not None:
+            flow = Flow.from_source(source=repo, entrypoint=dep["entrypoint"])
+            assert isinstance(flow, Flow)  # called from sync code: the flow, not a coroutine
+        else:
+            path, name = dep["entrypoint"].split(":")
+            module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
+            flow = getattr(module, name)
+        limit = dep.get("concurrency_limit")
+        out.append(
+            flow.to_deployment(
+                name=dep["name"],
+                description=dep.get("description"),
+                schedules=[
+                    Cron(s["cron"], timezone=s.get("timezone")) for s in dep.get("schedules") or []
+                ],
+                concurrency_limit=ConcurrencyLimitConfig(**limit) if limit else None,
+                parameters={k: resolve(v, env) for k, v in (dep.get("parameters") or {}).items()},
+                work_pool_name=(dep.get("work_pool") or {}).get("name") if for_workers else None,
+            )
+        )
+    return out
+
+
+def apply_deployments(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Register the deployments with the server in ``PREFECT_API_URL``; returns their ids by
+    ``flow/deployment`` name. The work pools must exist (``prefect work-pool create``)."""
+    ids = {}
+    for deployment in build_deployments(env, for_workers=True):
+        ids[f"{deployment.flow_name}/{deployment.name}"] = str(deployment.apply())
+    return ids
+
+
+@contextmanager
+def local_server(
+    port: int = 4200, env: Mapping[str, str] | None = None, timeout: float = 180.0
+) -> Iterator[str]:
+    """A ``prefect server start`` on 127.0.0.1:``port`` for the duration of the block; yields
+    its API URL once ``/api/health`` answers. The server (its own process group) is stopped
+    after the block, whatever happens."""
+    url = f"http://127.0.0.1:{port}/api"
+    run_env = {**(os.environ if env is None else env), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    run_env.pop("PREFECT_API_URL", None)  # the server must not try to talk to another API
+    prefect = Path(sys.executable).with_name("prefect")
+    cmd = [str(prefect) if prefect.exists() else "prefect", "server", "start",
+           "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=run_env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                err = proc.stderr.read().decode(errors="replace")[-2000:] if proc.stderr else ""
+                raise RuntimeError(f"prefect server exited with {proc.returncode}: {err}")
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"prefect server did not answer on {url} in {timeout:.0f} s")
+            time.sleep(0.5)
+        yield url
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def serve_deployments() -> None:
+    os.environ.setdefault("KBFLOW_HOME", str(Path(".kbflow").resolve()))
+    if os.environ.get("PREFECT_API_URL"):
+        _serve()
+        return
+    with local_server(int(os.environ.get("KBFLOW_PREFECT_PORT", "4200"))) as api:
+        os.environ["PREFECT_API_URL"] = api  # before Prefect is imported: its settings read it
+        print(f"serve: Prefect server at {api.removesuffix('/api')} (UI), PREFECT_HOME "
+              f"{os.environ.get('PREFECT_HOME', '~/.prefect')}", flush=True)  # fmt: skip
+        _serve()
+
+
+def _serve() -> None:
+    from prefect import serve
+
+    serve(*build_deployments())
+
+
+def main(argv: list[str]) -> None:
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    command = argv[0] if argv else "apply"
+    if command == "serve":
+        serve_deployments()
+    elif command == "apply":
+        if not os.environ.get("PREFECT_API_URL"):
+            raise SystemExit("deploy: set PREFECT_API_URL to the Prefect server (or use `serve`)")
+        for name, deployment_id in apply_deployments().items():
+            print(f"deployed {name} ({deployment_id})")
+    else:
+        raise SystemExit(f"usage: {sys.argv[0]} [apply|serve]")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
