@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import math
 import os
 import resource
 import shlex
@@ -67,8 +68,8 @@ def load_queries(n: int, sample: Path = SAMPLE) -> list[str]:
 def latency_stats(ms: list[float]) -> dict[str, float]:
     s = sorted(ms)
 
-    def pct(p: float) -> float:
-        return round(s[min(len(s) - 1, max(0, round(p / 100 * len(s) + 0.5) - 1))], 2)
+    def pct(p: float) -> float:  # nearest rank: the smallest value with p% at or below it
+        return round(s[min(len(s) - 1, max(0, math.ceil(p / 100 * len(s)) - 1))], 2)
 
     return {
         "n": len(s),

@@ -390,7 +390,7 @@ def section_incremental(res: Path) -> list[str]:
             st = s["stages"]
             main = ", ".join(
                 f"{k} {st[k]:.1f}"
-                for k in ("validate", "clean", "chunk", "embed", "index")
+                for k in ("validate", "clean", "chunk", "embed", "index", "gate")
                 if k in st
             )
             out.append(
