@@ -471,10 +471,15 @@ def section_compare(res: Path) -> list[str]:
                     f"its build was stopped by the memory watchdog at {k['rss_mib']:,} MiB after "
                     f"{k['after_s']:,} s (last completed stage: `{k.get('last_stage') or 'none'}`)"
                 )
+                li_peak = block["pairs"][0]["peak_rss_mib"]["llamaindex_build"]
                 out.append(
                     f"At {int(size):,} entries LlamaIndex was not measured: {why}; its "
                     "figures there are **extrapolated** (straight line through its medians at the "
-                    f"two largest sizes it ran at, {block['pairs'][0].get('llamaindex_extrapolated_from')})."
+                    f"two largest sizes it ran at, {block['pairs'][0].get('llamaindex_extrapolated_from')}). "
+                    f"Its peak memory there, extrapolated the same way, is {_f(li_peak, 0)} MiB "
+                    f"(this machine: {r['machine'].get('memory_total_gib')} GiB, shared): the "
+                    "in-memory docstore and IngestionCache hold every node with its vector and are "
+                    "each persisted as one whole JSON file."
                 )
         out.append("")
         last_size = list(r["by_size"])[-1]

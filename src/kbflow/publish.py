@@ -14,11 +14,14 @@ it, or an ``indexes/`` folder that is itself a link out of the data home are ref
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import re
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +34,8 @@ log = logging.getLogger(__name__)
 
 CURRENT = "CURRENT"
 HISTORY = "HISTORY"
+POINTER_LOCK = ".publish.lock"
+"""In the data home, beside ``indexes/`` (which holds versions and the two pointers only)."""
 _VERSION_RE = re.compile(r"^v[0-9A-Za-z._-]{1,120}$")
 
 
@@ -122,8 +127,30 @@ def repair_history(indexes_dir: Path) -> bool:
     return True
 
 
+@contextmanager
+def pointer_lock(indexes_dir: Path) -> Iterator[None]:
+    """Serialise changes of ``CURRENT``/``HISTORY`` (publish, prune, rollback).
+
+    Separate from the data home's run lock, which a nightly run holds for hours: an operator's
+    ``kbflow rollback`` must not wait for the run, only for a publish in progress (a second at
+    most), and must never interleave with one (each would read HISTORY before the other wrote
+    it). The OS releases the lock when the process dies."""
+    indexes_dir.mkdir(parents=True, exist_ok=True)
+    with open(indexes_dir.parent / POINTER_LOCK, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def publish_version(indexes_dir: Path, version: str, keep: int) -> str | None:
     """Make ``version`` live; returns the previously live version. Keeps the last ``keep``."""
+    with pointer_lock(indexes_dir):
+        return _publish_locked(indexes_dir, version, keep)
+
+
+def _publish_locked(indexes_dir: Path, version: str, keep: int) -> str | None:
     version_dir(indexes_dir, version)
     previous = current_version(indexes_dir)
     history = _history(indexes_dir)
@@ -141,8 +168,14 @@ def publish_version(indexes_dir: Path, version: str, keep: int) -> str | None:
 def rollback(indexes_dir: Path, target: str | None = None) -> tuple[str, str]:
     """Go back to ``target`` or to the version published before the live one.
 
-    Returns (new live, old live). The rolled-back version stays on disk.
+    Returns (new live, old live). The rolled-back version stays on disk. Waits for a publish in
+    progress (never for a whole nightly run).
     """
+    with pointer_lock(indexes_dir):
+        return _rollback_locked(indexes_dir, target)
+
+
+def _rollback_locked(indexes_dir: Path, target: str | None) -> tuple[str, str]:
     live = current_version(indexes_dir)
     if live is None:
         raise NoLiveVersion("nothing to roll back: no version is live")

@@ -24,7 +24,9 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import run_all
 
     tmp = tmp_path_factory.mktemp("run_all")
-    with pytest.MonkeyPatch.context() as mp:  # children inherit it; gate/review are tested elsewhere
+    with (
+        pytest.MonkeyPatch.context() as mp
+    ):  # children inherit it; gate/review are tested elsewhere
         mp.setenv("KBFLOW_GATE__ENABLED", "false")
         mp.setenv("KBFLOW_REVIEW__ENABLED", "false")
         rc = run_all.main(

@@ -46,11 +46,17 @@ def test_backfill_is_unscheduled_and_the_nightly_embeds_on_the_gpu_pool():
     assert "schedules" not in by_name["backfill"]
     assert by_name["backfill"]["entrypoint"] == "flows/backfill.py:kb_backfill"
     pools = {name: d["work_pool"]["name"] for name, d in by_name.items()}
-    assert pools == {"nightly": "kbflow-gpu", "weekly-mining": "kbflow-cpu", "backfill": "kbflow-gpu"}
+    assert pools == {
+        "nightly": "kbflow-gpu",
+        "weekly-mining": "kbflow-cpu",
+        "backfill": "kbflow-gpu",
+    }
 
 
 def _deploy_module():
-    spec = importlib.util.spec_from_file_location("kbflow_deploy", ROOT / "deployments" / "deploy.py")
+    spec = importlib.util.spec_from_file_location(
+        "kbflow_deploy", ROOT / "deployments" / "deploy.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -66,9 +72,9 @@ def test_make_serve_serves_what_prefect_yaml_says():
     for dep in SPEC["deployments"]:
         got = served[dep["name"]]
         assert got.entrypoint == dep["entrypoint"]
-        assert [{"cron": s.schedule.cron, "timezone": s.schedule.timezone} for s in got.schedules] == (
-            dep.get("schedules") or []
-        )
+        assert [
+            {"cron": s.schedule.cron, "timezone": s.schedule.timezone} for s in got.schedules
+        ] == (dep.get("schedules") or [])
         assert got.concurrency_limit == 1
         assert got.concurrency_options.collision_strategy == "ENQUEUE"
         assert set(got.parameters) == set(dep["parameters"])

@@ -69,3 +69,29 @@ def test_current_is_replaced_atomically_no_temp_files_left(tmp_path: Path):
     make_version(tmp_path, "v1")
     publish_version(tmp_path, "v1", keep=5)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["CURRENT", "HISTORY", "v1"]
+
+
+def test_rollback_waits_for_a_publish_in_progress_not_for_the_run(tmp_path: Path):
+    """CURRENT/HISTORY changes are serialised by their own lock: a rollback issued while a
+    publish holds it waits for it and then sees its result; the run lock is not involved."""
+    import threading
+
+    from kbflow.home import DataHome
+    from kbflow.publish import _publish_locked, pointer_lock
+
+    indexes = tmp_path / "indexes"
+    for v in ("v1", "v2", "v3"):
+        make_version(indexes, v)
+    publish_version(indexes, "v1", keep=5)
+    publish_version(indexes, "v2", keep=5)
+    done: list[tuple[str, str]] = []
+    with DataHome.at(tmp_path).run_lock():  # a nightly run is going on: rollback must not wait
+        with pointer_lock(indexes):  # ...but a publish in progress holds the pointers
+            t = threading.Thread(target=lambda: done.append(rollback(indexes)))
+            t.start()
+            t.join(0.5)
+            assert t.is_alive() and not done  # waiting for the publish
+            _publish_locked(indexes, "v3", keep=5)  # the publish's own work, lock held above
+        t.join(5)
+    assert done == [("v2", "v3")]  # it rolled back from what the publish made live
+    assert current_version(indexes) == "v2"
