@@ -57,7 +57,12 @@ from kbflow.index import (
     read_manifest,
     update_manifest,
 )
-from kbflow.publish import current_version, live_version_dir, publish_version, repair_history
+from kbflow.publish import (
+    current_version,
+    live_version_dir,
+    publish_version,
+    repair_history,
+)
 from kbflow.settings import Settings
 from kbflow.sources import discover_export, land_export, read_export
 from kbflow.validate import validate_rows

@@ -240,8 +240,19 @@ def list_versions(indexes_dir: Path) -> list[VersionInfo]:
     return out
 
 
+def _delete_version(indexes_dir: Path, version: str) -> None:
+    # Renamed first (atomic), deleted after: a delete killed half-way leaves a hidden
+    # .deleting-* folder (removed by the next run), never a listed, broken version.
+    doomed = indexes_dir / f".deleting-{version}"
+    os.rename(indexes_dir / version, doomed)
+    shutil.rmtree(doomed)
+
+
 def prune_versions(indexes_dir: Path, keep: int) -> list[str]:
-    """Delete all but the ``keep`` most recently published versions (never the live one)."""
+    """Delete all but the ``keep`` most recently published versions (never the live one), and
+    every version that never went live: ``blocked`` ones, and ``built`` ones that runs killed
+    before publishing left (e.g. during calibration, after the folder's rename). Runs hold the
+    run lock, so the only version being built now is the one this publish just made live."""
     live = current_version(indexes_dir)
     history = _history(indexes_dir)
     keep_set = set(history[-keep:]) | ({live} if live else set())
@@ -249,15 +260,11 @@ def prune_versions(indexes_dir: Path, keep: int) -> list[str]:
     for info in list_versions(indexes_dir):
         if info.version in keep_set:
             continue
-        if (
-            info.version in history
-            or read_manifest(indexes_dir / info.version).get("status") == "blocked"
+        if info.version in history or read_manifest(indexes_dir / info.version).get("status") in (
+            "blocked",
+            "built",
         ):
-            # Renamed first (atomic), deleted after: a prune killed half-way leaves a hidden
-            # .deleting-* folder (removed by the next run), never a listed, broken version.
-            doomed = indexes_dir / f".deleting-{info.version}"
-            os.rename(indexes_dir / info.version, doomed)
-            shutil.rmtree(doomed)
+            _delete_version(indexes_dir, info.version)
             removed.append(info.version)
     if removed:
         atomic_write_text(

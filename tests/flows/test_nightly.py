@@ -260,3 +260,34 @@ def test_run_leaves_a_markdown_report_artifact(first: dict):
     assert any(
         first["run_id"] in b and "| indexed |" in b and "| quarantined |" in b for b in bodies
     )
+
+
+def test_a_run_killed_during_calibration_leaves_nothing_the_next_run_keeps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """The version folder is renamed into place before calibration: a run that dies there
+    leaves a complete but uncalibrated, never-live version. The next run publishes its own and
+    prunes that one."""
+    import kbflow.pipeline as pipeline
+
+    real = pipeline.calibrate_index
+    calls = {"n": 0}
+
+    def dies_once(*a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise KeyboardInterrupt("killed during calibration")
+        return real(*a, **kw)
+
+    monkeypatch.setattr(pipeline, "calibrate_index", dies_once)
+    home = tmp_path / "home"
+    with pytest.raises(KeyboardInterrupt):
+        run(home, ZH / "export")
+    (orphan,) = list_versions(home / "indexes")
+    assert orphan.status == "built" and current_version(home / "indexes") is None
+    summary = run(home, ZH / "export")
+    assert summary["status"] == "published"
+    (live,) = list_versions(home / "indexes")
+    assert live.live and live.version == summary["version"] != orphan.version
+    manifest = json.loads((home / "indexes" / live.version / "manifest.json").read_text())
+    assert manifest["calibration"]["threshold_method"]  # calibrated

@@ -95,3 +95,21 @@ def test_rollback_waits_for_a_publish_in_progress_not_for_the_run(tmp_path: Path
         t.join(5)
     assert done == [("v2", "v3")]  # it rolled back from what the publish made live
     assert current_version(indexes) == "v2"
+
+
+def test_versions_that_never_went_live_are_pruned(tmp_path: Path):
+    """``built`` versions that killed runs left (never gated, never live) go at the next
+    publish; the live one and ones that were ever live stay."""
+
+    def version(name: str, status: str) -> None:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "manifest.json").write_text(
+            json.dumps({"version": name, "status": status})
+        )
+
+    version("v1", "built")
+    publish_version(tmp_path, "v1", keep=5)  # live; the status is not what keeps it
+    version("v2", "built")  # a run killed during calibration
+    version("v3", "published")
+    publish_version(tmp_path, "v3", keep=5)
+    assert [v.version for v in list_versions(tmp_path)] == ["v1", "v3"]
