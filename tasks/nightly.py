@@ -157,7 +157,12 @@ def publish(home: DataHome, run_id: str, version: str, settings: Settings) -> di
 
 @task(name="notify", cache_policy=NO_CACHE)
 def notify(
-    home: DataHome, run_id: str, run_date: date, status: str, message: str | None, settings: Settings
+    home: DataHome,
+    run_id: str,
+    run_date: date,
+    status: str,
+    message: str | None,
+    settings: Settings,
 ) -> dict[str, Any] | None:
     """POST the failure notice (its own retries; never raises, so never fails the flow)."""
     out = notify_core.notify_run(home, run_id, run_date, status, message, settings.notify)

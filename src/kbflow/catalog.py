@@ -18,6 +18,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from kbflow.errors import ConfigError
 from kbflow.sqlfiles import load_sql
 
 
@@ -57,7 +58,14 @@ def record_export(
 
 
 def open_run(path: Path, run_id: str, flow: str, run_date: date) -> None:
+    """Record a new run; ``ConfigError`` when ``run_id`` was used before (a run id names one
+    run for good: its folder, stage markers and catalog rows)."""
     with connect(path) as con:
+        if con.execute(load_sql("catalog/select_run_exists"), {"run_id": run_id}).fetchone():
+            raise ConfigError(
+                f"run {run_id} already exists in {path}; a run id is used once: start a new "
+                "run without one (kbflow makes a fresh id)"
+            )
         con.execute(
             load_sql("catalog/insert_run"),
             {"run_id": run_id, "flow": flow, "run_date": run_date, "started_at": _now()},

@@ -291,3 +291,17 @@ def test_a_run_killed_during_calibration_leaves_nothing_the_next_run_keeps(
     assert live.live and live.version == summary["version"] != orphan.version
     manifest = json.loads((home / "indexes" / live.version / "manifest.json").read_text())
     assert manifest["calibration"]["threshold_method"]  # calibrated
+
+
+def test_a_run_id_is_used_once(tmp_path: Path):
+    """Reusing a finished run's id is refused with a sentence, before anything is written."""
+    from kbflow.errors import ConfigError
+
+    home = tmp_path / "home"
+    first = run(home, ZH / "export", run_id="20261124T020000-once01")
+    assert first["status"] == "published"
+    with pytest.raises(ConfigError, match="already exists.*used once"):
+        run(home, ZH / "export", run_id="20261124T020000-once01")
+    assert current_version(home / "indexes") == first["version"]
+    rows = catalog_rows(home, "select status from runs where run_id = ?", "20261124T020000-once01")
+    assert rows == [("published",)]  # the first run's record is untouched
