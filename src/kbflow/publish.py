@@ -250,20 +250,26 @@ def _delete_version(indexes_dir: Path, version: str) -> None:
 
 def prune_versions(indexes_dir: Path, keep: int) -> list[str]:
     """Delete all but the ``keep`` most recently published versions (never the live one), and
-    every version that never went live: ``blocked`` ones, and ``built`` ones that runs killed
-    before publishing left (e.g. during calibration, after the folder's rename). Runs hold the
-    run lock, so the only version being built now is the one this publish just made live."""
+    versions that never went live: ``blocked`` ones, and ``built`` ones created before the live
+    version (left by runs killed before publishing, e.g. during calibration, after the
+    folder's rename). A ``built`` version newer than the live one is kept: someone is about to
+    gate or publish it."""
     live = current_version(indexes_dir)
     history = _history(indexes_dir)
     keep_set = set(history[-keep:]) | ({live} if live else set())
+    live_created = read_manifest(indexes_dir / live).get("created_at") if live else None
     removed = []
     for info in list_versions(indexes_dir):
         if info.version in keep_set:
             continue
-        if info.version in history or read_manifest(indexes_dir / info.version).get("status") in (
-            "blocked",
-            "built",
-        ):
+        status = read_manifest(indexes_dir / info.version).get("status")
+        orphan = (
+            status == "built"
+            and live_created is not None
+            and info.created_at is not None
+            and str(info.created_at) < str(live_created)
+        )
+        if info.version in history or status == "blocked" or orphan:
             _delete_version(indexes_dir, info.version)
             removed.append(info.version)
     if removed:

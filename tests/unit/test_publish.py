@@ -98,18 +98,20 @@ def test_rollback_waits_for_a_publish_in_progress_not_for_the_run(tmp_path: Path
 
 
 def test_versions_that_never_went_live_are_pruned(tmp_path: Path):
-    """``built`` versions that killed runs left (never gated, never live) go at the next
-    publish; the live one and ones that were ever live stay."""
+    """``built`` versions older than the live one (left by killed runs: never gated, never
+    live) go at the next publish; a newer ``built`` one (about to be gated or published), the
+    live one and ones that were ever live stay."""
 
-    def version(name: str, status: str) -> None:
+    def version(name: str, status: str, created_at: str) -> None:
         (tmp_path / name).mkdir()
         (tmp_path / name / "manifest.json").write_text(
-            json.dumps({"version": name, "status": status})
+            json.dumps({"version": name, "status": status, "created_at": created_at})
         )
 
-    version("v1", "built")
+    version("v1", "built", "2026-11-22T02:00:00+00:00")
     publish_version(tmp_path, "v1", keep=5)  # live; the status is not what keeps it
-    version("v2", "built")  # a run killed during calibration
-    version("v3", "published")
+    version("v2", "built", "2026-11-23T02:00:00+00:00")  # a run killed during calibration
+    version("v3", "published", "2026-11-24T02:00:00+00:00")
+    version("v4", "built", "2026-11-24T03:00:00+00:00")  # newer than what goes live: kept
     publish_version(tmp_path, "v3", keep=5)
-    assert [v.version for v in list_versions(tmp_path)] == ["v1", "v3"]
+    assert [v.version for v in list_versions(tmp_path)] == ["v1", "v3", "v4"]
