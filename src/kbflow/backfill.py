@@ -26,11 +26,9 @@ No Prefect here: ``flows/backfill.py`` and ``tasks/backfill.py`` wrap these func
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
-import os
 import re
 import shutil
 from collections.abc import Iterator
@@ -42,7 +40,7 @@ from zoneinfo import ZoneInfo
 
 from kbflow import catalog
 from kbflow.errors import ConfigError, NoLiveVersion
-from kbflow.home import DataHome, atomic_write_text
+from kbflow.home import DataHome, atomic_write_text, file_lock
 from kbflow.sqlfiles import load_sql
 
 log = logging.getLogger(__name__)
@@ -462,20 +460,14 @@ def backfill_lock(home: DataHome) -> Iterator[None]:
     """One backfill at a time per data home: a second one waits here for the first to finish
     (and then finds its units done). Separate from the run lock, which each unit's own run
     takes; released by the OS if the process dies."""
-    with open(home.root / ".backfill.lock", "a+") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.warning("backfill: another backfill is running on %s; waiting for it", home.root)
-            fcntl.flock(fh, fcntl.LOCK_EX)
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"pid {os.getpid()} since {datetime.now(UTC).isoformat(timespec='seconds')}")
-        fh.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def announce(holder: str) -> None:
+        log.warning(
+            "backfill: another backfill is running on %s (%s); waiting for it", home.root, holder
+        )
+
+    with file_lock(home.root / ".backfill.lock", on_busy=announce):
+        yield
 
 
 def wait_for_home(home: DataHome) -> None:

@@ -13,7 +13,7 @@ import fcntl
 import os
 import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -77,26 +77,39 @@ class DataHome:
         ``ConcurrentRunError`` (or waits, with ``wait=True``). The OS releases the lock when
         the process dies, so a killed run never leaves it stuck.
         """
-        path = self.root / ".run.lock"
-        with open(path, "a+") as fh:
-            flags = fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB
-            try:
-                fcntl.flock(fh, flags)
-            except BlockingIOError as exc:
-                fh.seek(0)
-                holder = fh.read().strip() or "another process"
-                raise ConcurrentRunError(
-                    f"another kbflow run is writing to {self.root} ({holder}); "
-                    "wait for it to finish or use another --home"
-                ) from exc
+
+        def refuse(holder: str) -> None:
+            raise ConcurrentRunError(
+                f"another kbflow run is writing to {self.root} ({holder}); "
+                "wait for it to finish or use another --home"
+            )
+
+        with file_lock(self.root / ".run.lock", on_busy=None if wait else refuse):
+            yield
+
+
+@contextmanager
+def file_lock(path: Path, on_busy: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created if missing), which records its holder
+    (pid and since when). When another process holds it, ``on_busy(holder)`` is called first:
+    raise there to refuse, return to wait for the lock. The OS releases it when the process
+    dies, so a killed holder never leaves it stuck."""
+    with open(path, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
             fh.seek(0)
-            fh.truncate()
-            fh.write(f"pid {os.getpid()} since {datetime.now(UTC).isoformat(timespec='seconds')}")
-            fh.flush()
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+            if on_busy is not None:
+                on_busy(fh.read().strip() or "another process")
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} since {datetime.now(UTC).isoformat(timespec='seconds')}")
+        fh.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 #: errno values that mean "no room": the disk, a quota, or a file-size limit is full.

@@ -14,7 +14,6 @@ it, or an ``indexes/`` folder that is itself a link out of the data home are ref
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
@@ -27,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from kbflow.errors import IndexError_, NoLiveVersion
-from kbflow.home import atomic_write_text
+from kbflow.home import atomic_write_text, file_lock
 from kbflow.index import MANIFEST, read_manifest
 
 log = logging.getLogger(__name__)
@@ -136,12 +135,8 @@ def pointer_lock(indexes_dir: Path) -> Iterator[None]:
     most), and must never interleave with one (each would read HISTORY before the other wrote
     it). The OS releases the lock when the process dies."""
     indexes_dir.mkdir(parents=True, exist_ok=True)
-    with open(indexes_dir.parent / POINTER_LOCK, "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with file_lock(indexes_dir.parent / POINTER_LOCK):
+        yield
 
 
 def publish_version(indexes_dir: Path, version: str, keep: int) -> str | None:
