@@ -47,6 +47,9 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Same embedding model on both sides: LlamaIndex runs all-MiniLM-L6-v2, so kbflow's children do
+# too (embed.model=auto would pick multilingual-e5-small for the Chinese synthetic export).
+KBFLOW_MODEL_ENV = {"KBFLOW_EMBED__MODEL": "all-MiniLM-L6-v2"}
 
 DEFAULT_BENCH_PYTHON = ROOT / ".venv-bench" / "bin" / "python"
 
@@ -86,14 +89,18 @@ def _rss_mib(pid: int) -> float:
     return 0.0
 
 
-def _run(cmd: list[str], log: Path, mem_limit_mib: float | None = None) -> float:
+def _run(
+    cmd: list[str], log: Path, mem_limit_mib: float | None = None, env: dict[str, str] | None = None
+) -> float:
     """Run ``cmd`` with output to ``log``; kill it if its RSS passes ``mem_limit_mib`` (the
     machine is shared: a child must not take the others' memory). Returns its largest RSS seen."""
     with open(log, "a", encoding="utf-8") as fh:
         fh.write(f"$ {shlex.join(cmd)}\n")
         fh.flush()
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT)
+        proc = subprocess.Popen(
+            cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, **(env or {})}
+        )
         top = 0.0
         while proc.poll() is None:
             rss = _rss_mib(proc.pid)
@@ -387,10 +394,10 @@ def run_kbflow_side(
     """Full build (``bench_stages.py --no-embed``), then the cold no-change rerun."""
     _run([py, str(HERE / "bench_stages.py"), "--entries", str(n), "--no-embed",
           "--workdir", str(kb_work), "--out", str(rd / "kbflow.json"), "--run-date", run_date,
-          "--log-level", "WARNING"], log, limit)  # fmt: skip
+          "--log-level", "WARNING"], log, limit, KBFLOW_MODEL_ENV)  # fmt: skip
     _run([py, str(HERE / "bench_compare.py"), "--kbflow-rerun", "--home", str(kb_work / "home"),
           "--export", str(export), "--run-date", run_date,
-          "--out", str(rd / "kbflow-rerun.json")], log, limit)  # fmt: skip
+          "--out", str(rd / "kbflow-rerun.json")], log, limit, KBFLOW_MODEL_ENV)  # fmt: skip
 
 
 def run_llama_side(

@@ -96,7 +96,7 @@ def main() -> int:
     )
     print(f"plain SentenceTransformer.encode: {results['plain_encode']:.1f} passages/s")
 
-    local = LocalEmbedder(EmbedSettings())
+    local = LocalEmbedder(EmbedSettings(model="all-MiniLM-L6-v2"))
     results["local"] = timed(local.embed_documents, texts)
     print(f"local backend (in process):        {results['local']:.1f} passages/s")
 
@@ -117,7 +117,13 @@ def main() -> int:
                 time.sleep(0.2)
     try:
         emb = OpenAIEmbedder(
-            EmbedSettings(backend="openai", urls=[url], batch_items=64, max_in_flight=2)
+            EmbedSettings(
+                backend="openai",
+                urls=[url],
+                model="all-MiniLM-L6-v2",
+                batch_items=64,
+                max_in_flight=2,
+            )
         )
         results["openai"] = timed(emb.embed_documents, texts)
     finally:

@@ -375,7 +375,7 @@ def phase_embed_rate(texts: list[str], repeats: int) -> dict[str, Any]:
     from kbflow.settings import EmbedSettings
 
     t = time.perf_counter()
-    kb = LocalEmbedder(EmbedSettings(batch_size=BATCH))
+    kb = LocalEmbedder(EmbedSettings(model="all-MiniLM-L6-v2", batch_size=BATCH))
     kb_load = time.perf_counter() - t
     t = time.perf_counter()
     li = hf_embedding()

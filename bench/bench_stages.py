@@ -306,7 +306,10 @@ def flow_stages() -> list[str]:
     """The first run's stages in this checkout, in order (what nightly_run times)."""
     from kbflow import pipeline
 
-    names = ["start_run", "pull", "validate", "clean", "chunk", "check_unchanged", "embed"]
+    names = ["start_run", "pull", "validate", "clean", "chunk"]
+    if hasattr(pipeline, "model_stage"):
+        names.append("model")
+    names += ["check_unchanged", "embed"]
     names.append("index")
     if _review_stage() is not None:
         names.append("review")
@@ -342,6 +345,9 @@ def _run_stages(
             step("validate", lambda: pipeline.validate_stage(home, run_id, pulled, settings))
             step("clean", lambda: pipeline.clean_stage(home, run_id, run_date, settings))
             chunked = step("chunk", lambda: pipeline.chunk_stage(home, run_id, settings))
+            if hasattr(pipeline, "model_stage"):  # tasks/nightly.py's model task (auto)
+                choice = step("model", lambda: pipeline.model_stage(home, run_id, settings))
+                settings = pipeline.with_model(settings, choice)
 
             def check_unchanged() -> bool:  # tasks/nightly.py's check-unchanged task
                 pipeline.record_retired(home, run_id)

@@ -1,11 +1,13 @@
 """Retrieval quality of the embedded default on every public set with a golden file.
 
-For each set under ``../shared/data`` (never copied into the repo): run ``kbflow nightly`` on its
-export into a fresh data home (golden.jsonl beside the export is picked up, so its non-test
-splits calibrate the version), then score the test split fused, dense-only and BM25-only:
-hit@1/@3/@10, MRR, and the hand-off AUROC / precision / recall at the calibrated threshold.
+For each set under ``../shared/data`` (never copied into the repo), and the bundled samples
+(``kb_zh``, ``kb_en`` from examples/): run ``kbflow nightly`` on its export into a fresh data
+home (golden.jsonl beside the export is picked up, so its non-test splits calibrate the
+version; ``embed.model`` is ``auto`` unless ``--model`` names one), then score the test split
+fused, dense-only and BM25-only, the queries embedded with the version's own model: hit@1/@3/@10,
+MRR, and the hand-off AUROC / precision / recall at the calibrated threshold.
 
-    python bench/eval_retrieval.py --out bench/results-eval.json [--sets clinc150,bq] [--workdir DIR]
+    python bench/eval_retrieval.py --out bench/results-eval.json [--sets clinc150,bq,kb_zh] [--workdir DIR] [--model NAME]
 
 Writes the JSON and prints a markdown table.
 """
@@ -27,22 +29,35 @@ DATA = ROOT.parent / "shared" / "data"
 FLOORS = {
     "clinc150": {"hit@1": 0.80, "auroc": 0.85},
     "banking77": {"hit@1": 0.78},
-    "bq": {"hit@3": 0.25},
-    "esun_faq": {"hit@1": 0.72},
+    "bq": {"hit@3": 0.28},
+    "esun_faq": {"hit@1": 0.82},
+    "kb_zh": {"hit@1": 0.78},
 }
 
 
+SAMPLES = {"kb_zh": ROOT / "examples" / "kb_zh", "kb_en": ROOT / "examples" / "kb_en"}
+
+
+def set_dir(name: str) -> Path:
+    return SAMPLES.get(name, DATA / name)
+
+
 def available_sets() -> list[str]:
-    if not DATA.is_dir():
-        return []
-    return sorted(p.name for p in DATA.iterdir() if (p / "golden.jsonl").is_file())
+    shared = (
+        sorted(p.name for p in DATA.iterdir() if (p / "golden.jsonl").is_file())
+        if DATA.is_dir()
+        else []
+    )
+    return shared + [n for n, p in SAMPLES.items() if (p / "golden.jsonl").is_file()]
 
 
-def build(name: str, home: Path) -> dict[str, Any]:
+def build(name: str, home: Path, model: str | None = None) -> dict[str, Any]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    if model:
+        env["KBFLOW_EMBED__MODEL"] = model
     cmd = [
         sys.executable, "-m", "kbflow.cli", "nightly", "--home", str(home),
-        "--source", str(DATA / name / "export"), "--run-date", "2026-11-24", "--json",
+        "--source", str(set_dir(name) / "export"), "--run-date", "2026-11-24", "--json",
     ]  # fmt: skip
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if out.returncode not in (0, 3):
@@ -50,17 +65,27 @@ def build(name: str, home: Path) -> dict[str, Any]:
     return json.loads(out.stdout)
 
 
-def score(name: str, home: Path, embedder: Any) -> dict[str, Any]:
+def score(name: str, home: Path) -> dict[str, Any]:
+    from kbflow.calibrate import embed_settings_for
+    from kbflow.embed import make_embedder
     from kbflow.evaluate import evaluate, load_golden
     from kbflow.publish import live_version_dir
     from kbflow.retrieval import LoadedVersion
+    from kbflow.settings import EmbedSettings
 
     version = LoadedVersion(live_version_dir(home / "indexes"))
-    queries = load_golden(DATA / name / "golden.jsonl", "test")
+    info = version.manifest["embedding"]
+    embedder = make_embedder(embed_settings_for(EmbedSettings(), info))
+    queries = load_golden(set_dir(name) / "golden.jsonl", "test")
     start = time.perf_counter()
     vectors = embedder.embed_queries([q.query for q in queries])
     embed_s = time.perf_counter() - start
-    res: dict[str, Any] = {"n_test": len(queries), "query_embed_s": round(embed_s, 1)}
+    res: dict[str, Any] = {
+        "model": info["model_key"],
+        "model_choice": (info.get("choice") or {}).get("reason"),
+        "n_test": len(queries),
+        "query_embed_s": round(embed_s, 1),
+    }
     for mode, weight, vecs in (
         ("fused", None, vectors),
         ("dense", 1.0, vectors),
@@ -90,25 +115,22 @@ def main() -> int:
     )
     ap.add_argument("--workdir", type=Path, help="where the data homes go (default: a temp dir)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results-eval.json")
+    ap.add_argument("--model", help="embed.model for every set (default: auto, by language)")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     sets = args.sets.split(",") if args.sets else available_sets()
     if not sets:
         print(f"no evaluation sets under {DATA}", file=sys.stderr)
         return 1
-    from kbflow.embed import LocalEmbedder
-    from kbflow.settings import EmbedSettings
-
-    embedder = LocalEmbedder(EmbedSettings())
     work = args.workdir or Path(tempfile.mkdtemp(prefix="kbflow-eval-"))
     results: dict[str, Any] = {}
     for name in sets:
         t0 = time.perf_counter()
-        summary = build(name, work / name)
+        summary = build(name, work / name, args.model)
         results[name] = {
             "status": summary["status"],
             "build_s": round(time.perf_counter() - t0, 1),
-            **score(name, work / name, embedder),
+            **score(name, work / name),
         }
         print(f"{name}: {json.dumps(results[name]['fused'])}", file=sys.stderr, flush=True)
         args.out.write_text(json.dumps(results, indent=2, ensure_ascii=False))
@@ -118,14 +140,14 @@ def main() -> int:
 
 def table(results: dict[str, Any]) -> str:
     lines = [
-        "| set | test queries | fused hit@1 / @3 / @10 | MRR | dense hit@1 / @3 | bm25 hit@1 / @3 | dense weight | hand-off AUROC | hand-off precision / recall @ threshold |",
-        "|---|---:|---|---:|---|---|---:|---:|---|",
+        "| set | model | test queries | fused hit@1 / @3 / @10 | MRR | dense hit@1 / @3 | bm25 hit@1 / @3 | dense weight | hand-off AUROC | hand-off precision / recall @ threshold |",
+        "|---|---|---:|---|---:|---|---|---:|---:|---|",
     ]
     for name, r in results.items():
         f, d, b = r["fused"], r["dense"], r["bm25"]
         h = f.get("handoff") or {}
         lines.append(
-            f"| {name} | {f['n']} (+{f['n_out_of_scope']} OOS) | {f['hit@1']} / {f['hit@3']} / {f['hit@10']} | {f['mrr']} "
+            f"| {name} | {r.get('model', '–')} | {f['n']} (+{f['n_out_of_scope']} OOS) | {f['hit@1']} / {f['hit@3']} / {f['hit@10']} | {f['mrr']} "
             f"| {d['hit@1']} / {d['hit@3']} | {b['hit@1']} / {b['hit@3']} | {r['calibration']['dense_weight']} "
             f"| {h.get('auroc', '–')} | {h.get('precision', '–')} / {h.get('recall', '–')} @ {h.get('threshold', '–')} |"
         )

@@ -18,6 +18,8 @@ overlap):
 * ``search``: ``bench_search.py`` on the ``stages`` run's home at ``--search-size``.
 * ``mining``: ``bench_mining.py --searches --mining-searches``.
 * ``embed``: ``bench_embed.py --n --embed-n`` (openai backend vs local vs plain encode).
+* ``models``: ``bench_models.py`` (the two bundled models on the same real passages, alternated;
+  with ``--models-baseline REF``, the kb_zh nightly of that code against the working tree).
 
 Results: ``results-*.json`` in ``--results-dir``, and RESULTS.md rendered from whatever JSON is
 there (``--report-only`` renders without running anything). Every figure in RESULTS.md comes
@@ -44,7 +46,7 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-PARTS = ("stages", "incremental", "compare", "search", "mining", "embed")
+PARTS = ("stages", "incremental", "compare", "search", "mining", "embed", "models")
 
 
 # --- running the parts -----------------------------------------------------------------------
@@ -69,6 +71,19 @@ def _child(cmd: list[str], log: Path, mem_limit_mib: float | None = None) -> dic
     return outcome
 
 
+def extract_code(work: Path, ref: str = "HEAD") -> Path:
+    """``ref``'s src/, flows/, tasks/ and sql/, extracted once under ``work/code-<sha>/``."""
+    sha = subprocess.run(["git", "rev-parse", "--short=12", ref], cwd=ROOT, check=True,
+                         capture_output=True, text=True).stdout.strip()  # fmt: skip
+    snap = work / f"code-{sha}"
+    if not (snap / "src" / "kbflow" / "__init__.py").is_file():
+        snap.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(["git", "archive", sha, "src", "flows", "tasks", "sql"],
+                                 cwd=ROOT, check=True, capture_output=True).stdout  # fmt: skip
+        subprocess.run(["tar", "-x", "-C", str(snap)], input=archive, check=True)
+    return snap
+
+
 def freeze_code(work: Path, ref: str = "HEAD") -> str:
     """Extract ``ref``'s src/, flows/, tasks/ and sql/ under ``work`` and put them first on the
     children's PYTHONPATH: the tree is shared and edited while benchmarks run, and one set of
@@ -78,13 +93,8 @@ def freeze_code(work: Path, ref: str = "HEAD") -> str:
         return subprocess.run(["git", *args], cwd=ROOT, check=True, capture_output=True,
                               text=True).stdout.strip()  # fmt: skip
 
-    sha = git("rev-parse", "--short=12", ref)
-    snap = work / f"code-{sha}"
-    if not (snap / "src" / "kbflow" / "__init__.py").is_file():
-        snap.mkdir(parents=True, exist_ok=True)
-        archive = subprocess.run(["git", "archive", sha, "src", "flows", "tasks", "sql"],
-                                 cwd=ROOT, check=True, capture_output=True).stdout  # fmt: skip
-        subprocess.run(["tar", "-x", "-C", str(snap)], input=archive, check=True)
+    snap = extract_code(work, ref)
+    sha = snap.name.removeprefix("code-")
     old = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join(
         [str(snap / "src"), str(snap), *([old] if old else [])]
@@ -172,6 +182,12 @@ def run_parts(a: argparse.Namespace) -> dict[str, Any]:
              "--json", str(res / "results-embed.json")],
             log,
         )  # fmt: skip
+    if want("models"):
+        cmd = [py, str(HERE / "bench_models.py"), "--n", str(a.embed_n),
+               "--workdir", str(work / "models"), "--out", str(res / "results-models.json")]  # fmt: skip
+        if a.models_baseline:
+            cmd += ["--baseline", a.models_baseline]
+        done["models"] = _child(cmd, log)
     return done
 
 
@@ -603,6 +619,49 @@ def section_embed(res: Path) -> list[str]:
     return out
 
 
+def section_models(res: Path) -> list[str]:
+    out = ["## The bundled models", ""]
+    r = _load(res / "results-models.json")
+    if r is None:
+        return [*out, "_No results yet: `python bench/run_all.py --parts models`._", ""]
+    t = r["throughput"]
+    out += [
+        f"`results-models.json`: {t['passages']:,} passages ({r['texts']}, mean "
+        f"{t['mean_chars']} characters), embedded by both models in {t['chunks']} chunks, "
+        f"alternating which goes first. Command: `{r['command']}`.",
+        "",
+        "| model | passages/s | characters/s | seconds |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, m in t["models"].items():
+        out.append(f"| {name} | {m['passages_per_s']} | {m['chars_per_s']:,} | {m['seconds']} |")
+    out += ["", f"multilingual-e5-small / all-MiniLM-L6-v2: **{t['e5_vs_minilm']}**.", ""]
+    n = r.get("nightly_kb_zh")
+    if n:
+        stages = [
+            s
+            for s in n["median_stage_s"]["current"]
+            if n["median_stage_s"]["current"][s] or n["median_stage_s"]["baseline"].get(s)
+        ]
+        out += [
+            f"kb_zh nightly (`kbflow nightly`, fresh data home, {n['pairs']} pairs alternated), "
+            f"baseline `{n['baseline']}` against the working tree; medians in seconds:",
+            "",
+            "| | wall | " + " | ".join(stages) + " |",
+            "|---|---:|" + "---:|" * len(stages),
+        ]
+        for label in ("baseline", "current"):
+            st = n["median_stage_s"][label]
+            model = n["runs"][label][0].get("model_key")
+            out.append(
+                f"| {label} ({model}) | {n['median_wall_s'][label]} | "
+                + " | ".join(str(st.get(s, "")) for s in stages)
+                + " |"
+            )
+        out += ["", f"current / baseline wall: **{n['current_vs_baseline_wall']}**.", ""]
+    return out
+
+
 def section_summary(res: Path) -> list[str]:
     """The headline figures, each from its section below."""
     rows = []
@@ -737,6 +796,7 @@ def write_results(res: Path, ran: dict[str, Any] | None = None) -> Path:
         section_search,
         section_mining,
         section_embed,
+        section_models,
     ):
         lines += section(res)
     out = res / "RESULTS.md"
@@ -768,6 +828,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--search-size", type=int, help="default: as --incremental-size")
     p.add_argument("--mining-searches", type=int, default=10_000_000)
     p.add_argument("--embed-n", type=int, default=2000)
+    p.add_argument(
+        "--models-baseline",
+        default=None,
+        help="models part: git ref whose kb_zh nightly to compare with the working tree",
+    )
     p.add_argument("--workdir", type=Path, default=HERE / ".work")
     p.add_argument("--results-dir", type=Path, default=HERE)
     p.add_argument(

@@ -111,6 +111,7 @@ def kb_reembed(
         forked = t.start_reembed(data, run_id)
         day = parse_run_date(forked["run_date"])
         try:
+            settings = nt.choose_model(data, run_id, settings, fresh=True)
             embedded = nt.embed(data, run_id, settings)
             built = nt.index(data, run_id, day, forked["pulled"], embedded, settings)
             nt.review(data, run_id, built["version"], settings)

@@ -1,4 +1,4 @@
-"""Flow ``kb-nightly``: pull → validate → clean → chunk → embed → index → review → gate →
+"""Flow ``kb-nightly``: pull → validate → clean → chunk → model → embed → index → review → gate →
 account → publish → report. A version the quality gate blocks is reported and never published."""
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ def kb_nightly(
             t.validate(data, run_id, pulled, settings)
             t.clean(data, run_id, day, settings)
             chunked = t.chunk(data, run_id, settings)
+            settings = t.choose_model(data, run_id, settings)
             if t.check_unchanged(data, run_id, chunked, settings):
                 t.account(data, run_id, pulled)
                 return t.report(data, run_id, day, "unchanged")

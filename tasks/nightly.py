@@ -64,6 +64,14 @@ def chunk(home: DataHome, run_id: str, settings: Settings) -> dict[str, Any]:
     return out
 
 
+@task(name="model", cache_policy=NO_CACHE)
+def choose_model(home: DataHome, run_id: str, settings: Settings, fresh: bool = False) -> Settings:
+    """The run's settings with ``embed.model`` resolved (``auto`` picks by the KB's language)."""
+    out = pipeline.model_stage(home, run_id, settings, fresh)
+    get_run_logger().info("model: %s (%s: %s)", out["model"], out["mode"], out["reason"])
+    return pipeline.with_model(settings, out)
+
+
 @task(name="check-unchanged", cache_policy=NO_CACHE)
 def check_unchanged(
     home: DataHome, run_id: str, chunked: dict[str, Any], settings: Settings

@@ -31,7 +31,7 @@ def local_embedder():
     from kbflow.embed import LocalEmbedder
     from kbflow.settings import EmbedSettings
 
-    return LocalEmbedder(EmbedSettings())
+    return LocalEmbedder(EmbedSettings(model="all-MiniLM-L6-v2"))
 
 
 def shared_set(name: str) -> Path:

@@ -327,6 +327,7 @@ def reembed_overrides(
     live = _live_manifest(home)
     info = live["embedding"]
     target = model or info["model"]
+    # ``auto`` is resolved by the re-embed's model stage, which refuses the live model itself
     if target == info["model"] and (dim or info.get("full_dim")) == info["dim"]:
         raise ConfigError(
             f"the live version {live['version']} already uses {info['model_key']}; "

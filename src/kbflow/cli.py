@@ -248,6 +248,10 @@ def _print_summary(s: dict[str, Any]) -> None:
         print(
             f"passages: embedded {s.get('embedded', 0)}, from cache {s.get('cached', 0)}; retired entries {s.get('retired', 0)}"
         )
+    if s.get("model_choice"):
+        from kbflow.report import describe_model_choice
+
+        print(f"model: {describe_model_choice(s['model_choice'])}")
     if s.get("timings"):
         print("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in s["timings"].items()))
     gate = s.get("gate")

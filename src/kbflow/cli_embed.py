@@ -43,7 +43,9 @@ def add_nightly_options(parser: argparse.ArgumentParser) -> None:
         "--model",
         default=None,
         metavar="NAME",
-        help="model name sent to the endpoint and recorded in the index (default all-MiniLM-L6-v2)",
+        help="local: auto (default: the KB's language picks all-MiniLM-L6-v2 for English, "
+        "multilingual-e5-small otherwise) or either name; openai/sglang: the model the endpoint "
+        "serves (required), recorded in the index",
     )
 
 
@@ -70,7 +72,13 @@ def add_serve_options(p: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="a sentence-transformers folder (default: the bundled all-MiniLM-L6-v2, hash-checked)",
     )
-    p.add_argument("--model-name", default=None, metavar="NAME", help="model id served")
+    p.add_argument(
+        "--model-name",
+        default=None,
+        metavar="NAME",
+        help="model id served (default all-MiniLM-L6-v2; multilingual-e5-small serves the "
+        "bundled multilingual model)",
+    )
     p.add_argument("--threads", type=int, default=None, metavar="N", help="torch CPU threads")
     p.add_argument("--pid-file", type=Path, default=None, metavar="FILE", help="write the pid here")
     t = p.add_argument_group("fault injection (tests and drills only)")

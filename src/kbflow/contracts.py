@@ -123,7 +123,7 @@ PASSAGE = pa.schema(
         ("faiss_id", pa.int64()),
         ("entry_id", _str),
         ("ordinal", pa.int32()),
-        ("kind", _str),  # answer | question | section
+        ("kind", _str),  # answer | question | section | title (dense only)
         ("title", _str),
         ("heading_path", _str),
         ("text", _str),

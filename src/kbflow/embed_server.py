@@ -162,9 +162,16 @@ def serve_embeddings(
     import uvicorn
 
     from kbflow.embed import LocalEmbedder
+    from kbflow.embed_e5 import E5Embedder, is_e5
     from kbflow.settings import EmbedSettings
 
-    embedder = LocalEmbedder(EmbedSettings(model=model_name, threads=threads), model_dir=model_dir)
+    settings = EmbedSettings(model=model_name, threads=threads)
+    embedder: Embedder
+    if is_e5(model_name) and model_dir is None:
+        # the bundled multilingual model; inputs get its "query: " prefix, like the local backend
+        embedder = E5Embedder(settings)
+    else:
+        embedder = LocalEmbedder(settings, model_dir=model_dir)
     if faults and faults != FaultOptions():
         log.warning("fault injection is on: %s", faults)
     if pid_file:

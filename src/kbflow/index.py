@@ -27,6 +27,10 @@ from kbflow.textindex import Bm25Index
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+HUB = "hub.npy"
+#: Random passage pairs whose median (hub-corrected) cosine is the dense scale's zero.
+NORM_PAIRS = 20_000
+_HUB_BATCH = 8192
 
 
 def choose_factory(n: int, settings: IndexSettings) -> str:
@@ -37,6 +41,21 @@ def choose_factory(n: int, settings: IndexSettings) -> str:
         return "HNSW32"
     nlist = int(4 * np.sqrt(n))
     return f"IVF{nlist},Flat"
+
+
+#: Passage kinds the keyword index holds as empty documents (``kbflow.chunk``: a title's words
+#: are in its answer passage already).
+DENSE_ONLY_KINDS = frozenset({"title"})
+
+
+def keyword_texts(passages: pa.Table) -> list[str]:
+    """The text each passage row contributes to BM25 (row-aligned; dense-only kinds empty)."""
+    return [
+        "" if kind in DENSE_ONLY_KINDS else text
+        for kind, text in zip(
+            passages.column("kind").to_pylist(), passages.column("text").to_pylist(), strict=True
+        )
+    ]
 
 
 def build_dense(vectors: np.ndarray, ids: np.ndarray, factory: str) -> Any:
@@ -59,6 +78,63 @@ def build_dense(vectors: np.ndarray, ids: np.ndarray, factory: str) -> Any:
     index = faiss.IndexIDMap2(base)
     index.add_with_ids(vectors, ids.astype(np.int64))
     return index
+
+
+def hub_scores(vectors: np.ndarray, dense: Any, k: int) -> np.ndarray:
+    """Mean cosine of each vector to its ``k`` nearest other vectors, found with the version's
+    own dense index (exact up to ``index.flat_max`` vectors, HNSW/IVF above: an estimate, which
+    is all a correction term needs). The nearest hit is taken to be the vector itself."""
+    import faiss
+
+    n = len(vectors)
+    k = min(k, n - 1)
+    if k < 1:
+        return np.zeros(n, dtype=np.float32)
+    inner = faiss.downcast_index(dense.index) if hasattr(dense, "index") else dense
+    if hasattr(inner, "hnsw"):
+        inner.hnsw.efSearch = max(64, 2 * k)
+    out = np.empty(n, dtype=np.float32)
+    for lo in range(0, n, _HUB_BATCH):
+        scores, ids = dense.search(np.ascontiguousarray(vectors[lo : lo + _HUB_BATCH]), k + 1)
+        scores = np.where(ids >= 0, scores, np.nan)[:, 1:]
+        out[lo : lo + _HUB_BATCH] = np.nan_to_num(np.nanmean(scores, axis=1), nan=0.0)
+    return out
+
+
+def dense_scale(
+    vectors: np.ndarray, hub: np.ndarray | None, hub_weight: float, seed: int = 0
+) -> dict[str, float]:
+    """``lo``/``hi`` of the dense scale: search scores ``(cos - hub_weight * hub - lo) /
+    (hi - lo)``, where ``lo`` is the median corrected cosine of random passage pairs (what an
+    unrelated passage scores) and ``hi`` what a passage scores against its own text at the
+    median hub. Cosines mean different things per model (MiniLM: unrelated pairs ~0.07,
+    multilingual-e5: ~0.86); on this scale 0 is unrelated and 1 a perfect match for every
+    model, like the keyword side (BM25 over its median self-score), so fusion weights and
+    hand-off thresholds carry over between models."""
+    n = len(vectors)
+    if n < 2:
+        return {"lo": 0.0, "hi": 1.0}
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, n, NORM_PAIRS)
+    b = rng.integers(0, n, NORM_PAIRS)
+    keep = a != b
+    a, b = a[keep], b[keep]
+    cos = np.einsum("ij,ij->i", np.asarray(vectors[a]), np.asarray(vectors[b]))
+    h = hub if hub is not None and hub_weight else np.zeros(n, dtype=np.float32)
+    lo = float(np.median(cos - hub_weight * h[b]))
+    hi = float(1.0 - hub_weight * np.median(h))
+    if hi - lo < 1e-3:  # a degenerate model that maps every text alike
+        return {"lo": 0.0, "hi": 1.0}
+    return {"lo": round(lo, 6), "hi": round(hi, 6)}
+
+
+def model_hub_weight(model: str, settings: IndexSettings) -> float:
+    """``index.hub_weight``, or the model's own (see ``IndexSettings.hub_weight``)."""
+    if settings.hub_weight is not None:
+        return float(settings.hub_weight)
+    from kbflow.embed_e5 import is_e5
+
+    return 0.5 if is_e5(model) else 0.0
 
 
 def _faiss_gpus(faiss: Any) -> int:
@@ -145,8 +221,13 @@ def _build(
         vectors, np.asarray(passages.column("faiss_id").to_pylist(), dtype=np.int64), factory
     )
     _write_faiss(dense, work / "dense.faiss")
+    hub_weight = model_hub_weight(str(manifest.get("embedding", {}).get("model", "")), settings)
+    hub = hub_scores(vectors, dense, settings.hub_neighbors) if hub_weight else None
     del dense  # the HNSW graph need not stay in memory while BM25 is built
-    bm25 = Bm25Index.build(passages.column("text").to_pylist(), settings.bm25_k1, settings.bm25_b)
+    if hub is not None:
+        np.save(work / HUB, hub, allow_pickle=False)
+    scale = dense_scale(vectors, hub, hub_weight)
+    bm25 = Bm25Index.build(keyword_texts(passages), settings.bm25_k1, settings.bm25_b)
     bm25.save(work / "bm25")
     manifest = {
         **manifest,
@@ -155,6 +236,11 @@ def _build(
             "factory": factory,
             "metric": "inner_product",
             "dim": int(vectors.shape[1]),
+            "dense_scale": {
+                **scale,
+                "hub_weight": hub_weight,
+                "hub_neighbors": settings.hub_neighbors if hub_weight else 0,
+            },
             "bm25": {
                 "k1": settings.bm25_k1,
                 "b": settings.bm25_b,

@@ -13,12 +13,14 @@ week's rows only.
 
 **Clustering.** MinHash over character bigrams of the normalised text (datasketch), LSH for
 candidates, verified by exact Jaccard, leader clustering (each query joins the most similar
-more frequent leader, so topics do not chain into each other). Chosen over the
-embedded model's vectors because that model is English-only and scores below keyword matching
-on Chinese (see FACTS/data README); users' paraphrases of one missing topic (typos, inserted
-particles, reordered words) keep most of their character bigrams, so Jaccard groups them
-without a model, deterministically, at ~50k queries/s, and the weekly flow needs no model or
-index to run. Clustering works on distinct normalised texts, the ``max_gap_queries`` most
+more frequent leader, so topics do not chain into each other). It was chosen when the only
+embedded model was English-only and scored below keyword matching on Chinese; the bundled
+multilingual model reads Chinese now, and clustering over the live version's own query vectors
+is the next step (it would group paraphrases that share few characters). Until then: users'
+paraphrases of one missing topic (typos, inserted particles, reordered words) keep most of
+their character bigrams, so Jaccard groups them without a model, deterministically, at ~50k
+queries/s, and the weekly flow needs no model or index to run. The nearest entry of a topic and
+its score come from the logged search results, on the scale of the version that answered. Clustering works on distinct normalised texts, the ``max_gap_queries`` most
 frequent of them (the long tail beyond that is left unclustered and counted in the summary).
 """
 

@@ -322,6 +322,53 @@ def is_unchanged(home: DataHome, chunked: dict[str, Any], settings: Settings) ->
 # --- 5. embed --------------------------------------------------------------------------------
 
 
+def entry_texts(passages: pa.Table) -> list[str]:
+    """One text per entry (its passages' texts joined, in order), what the language is read off."""
+    texts: dict[str, list[str]] = {}
+    for e, t in zip(
+        passages.column("entry_id").to_pylist(), passages.column("text").to_pylist(), strict=True
+    ):
+        parts = texts.setdefault(e, [])
+        if sum(map(len, parts)) < 600:
+            parts.append(t)
+    return ["\n".join(p) for p in texts.values()]
+
+
+def model_stage(
+    home: DataHome, run_id: str, settings: Settings, fresh: bool = False
+) -> dict[str, Any]:
+    """Which model this run embeds with (``kbflow.languages.choose_model``): the KB's language
+    mix from the chunk stage's passages, the live version's model, ``embed.model``. Recorded
+    once per run (a resumed run keeps its choice). ``fresh`` (re-embeds) decides by language
+    whatever the live version uses. Returns ``ModelChoice.as_dict()``."""
+    from kbflow.languages import choose_model, language_mix
+
+    def run(folder: Path) -> dict[str, Any]:
+        passages = read_table(home.stage_dir(run_id, "chunk") / "passages.parquet", PASSAGE)
+        mix = language_mix(entry_texts(passages))
+        live = live_manifest(home)
+        live_info = (live or {}).get("embedding")
+        choice = choose_model(settings.embed, mix, live_info, fresh=fresh)
+        if fresh and live_info and not choice.switched:
+            dim = settings.embed.dim or live_info.get("full_dim")
+            if dim == live_info.get("dim"):
+                raise ConfigError(
+                    f"{choice.reason}: {choice.model}, which the live version already uses at "
+                    f"{live_info.get('dim')} dimensions; nothing to re-embed"
+                )
+        log.info("model: %s (%s: %s)", choice.model, choice.mode, choice.reason)
+        return choice.as_dict()
+
+    return _stage(home, run_id, "model", run)
+
+
+def with_model(settings: Settings, choice: dict[str, Any]) -> Settings:
+    """``settings`` with ``embed.model`` set to the chosen model (``auto`` resolved)."""
+    return settings.model_copy(
+        update={"embed": settings.embed.model_copy(update={"model": choice["model"]})}
+    )
+
+
 def embed_stage(home: DataHome, run_id: str, settings: Settings) -> dict[str, Any]:
     def run(folder: Path) -> dict[str, Any]:
         passages = read_table(home.stage_dir(run_id, "chunk") / "passages.parquet", PASSAGE)
@@ -345,13 +392,14 @@ def embed_stage(home: DataHome, run_id: str, settings: Settings) -> dict[str, An
             stats.embedded,
             stats.per_second,
         )
+        choice = _marker(home, run_id, "model")
         return {
             "passages": stats.passages,
             "unique_texts": stats.unique_texts,
             "cached": stats.cached,
             "embedded": stats.embedded,
             "per_second": round(stats.per_second, 1),
-            "model": describe(embedder.info),
+            "model": {**describe(embedder.info), **({"choice": choice} if choice else {})},
         }
 
     return _stage(home, run_id, "embed", run)
@@ -682,6 +730,7 @@ def report_stage(
             "validate",
             "clean",
             "chunk",
+            "model",
             "embed",
             "index",
             "review",
@@ -713,6 +762,11 @@ def report_stage(
         "cached": (m["embed"] or {}).get("cached", 0),
         "embed_per_second": (m["embed"] or {}).get("per_second"),
         "model_key": ((m["embed"] or {}).get("model") or {}).get("model_key"),
+        "model_choice": {
+            k: (m["model"] or {}).get(k) for k in ("model", "mode", "reason", "switched")
+        }
+        if m["model"]
+        else None,
         "retired": len(retired),
         "calibration": index.get("calibration"),
         "gate": _gate_summary(m["gate"], home, index.get("version")),

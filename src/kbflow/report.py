@@ -86,6 +86,16 @@ def _rows(table: pa.Table | None) -> list[dict[str, Any]]:
     return table.to_pylist() if table is not None else []
 
 
+def describe_model_choice(choice: dict[str, Any] | None) -> str | None:
+    """One line on how the run's model was chosen (``kbflow.languages.ModelChoice``)."""
+    if not choice:
+        return None
+    how = {"auto": "chosen by language", "kept": "kept", "explicit": "set in embed.model"}
+    mode = str(choice.get("mode"))
+    line = f"{choice.get('model')}, {how.get(mode, mode)}: {choice.get('reason')}"
+    return ("MODEL SWITCH: " + line) if choice.get("switched") else line
+
+
 def nightly_markdown(summary: dict[str, Any]) -> str:
     rows = summary.get("rows", {})
     lines = [
@@ -95,6 +105,11 @@ def nightly_markdown(summary: dict[str, Any]) -> str:
         f"- run date: {summary.get('run_date')}, snapshot: `{summary.get('snapshot_id')}`",
         f"- passages embedded: {summary.get('embedded', 0)}, from cache: {summary.get('cached', 0)}; retired entries: {summary.get('retired', 0)}",
     ]
+    if summary.get("model_choice"):
+        lines.append(
+            f"- embedding model: `{summary.get('model_key')}` "
+            f"({describe_model_choice(summary['model_choice'])})"
+        )
     if summary.get("message"):
         lines.append(f"- message: {summary['message']}")
     if summary.get("notice"):
@@ -157,6 +172,7 @@ def write_nightly_report(
         "previous version": summary.get("previous_version"),
         "export snapshot": summary.get("snapshot_id"),
         "embedding model": summary.get("model_key"),
+        "model choice": describe_model_choice(summary.get("model_choice")),
         "passages embedded": summary.get("embedded"),
         "passages from cache": summary.get("cached"),
         "embedding throughput (passages/s)": summary.get("embed_per_second"),

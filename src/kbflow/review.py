@@ -113,7 +113,9 @@ def title_vectors(
                 )
             embedded = embed_missing(texts, todo_hashes, embedder, cache).embedded
         else:
-            with open_embedder(embed_settings) as opened:
+            from kbflow.calibrate import embed_settings_for
+
+            with open_embedder(embed_settings_for(embed_settings, model)) as opened:
                 if opened.info.key != model["model_key"]:
                     raise ConfigError(
                         f"review: the configured embedder is {opened.info.key}, the version "

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from kbflow.embed import Embedder, LocalEmbedder
+from kbflow.embed_e5 import E5Embedder
 from kbflow.publish import CURRENT, current_version, live_version_dir
 from kbflow.retrieval import Hit, LoadedVersion
 from kbflow.settings import SearchSettings, Settings
@@ -189,7 +190,7 @@ class Searcher:
         try:
             info = v.manifest["embedding"]
             emb = self.embedder(info)
-            if isinstance(emb, LocalEmbedder):  # in-process: nothing to time out
+            if isinstance(emb, LocalEmbedder | E5Embedder):  # in-process: nothing to time out
                 return emb.embed_queries([query])[0]
             fut = self._pool.submit(emb.embed_queries, [query])
             try:

@@ -335,7 +335,9 @@ def calibrate_threshold(
             "negative_share": float((neg >= t).mean()) if len(neg) else None,
         }
 
-    if len(pos) < settings.min_positives or n_entries < settings.min_entries:
+    if n_entries < settings.min_entries or (
+        len(pos) < settings.min_positives and not model_covers_kb
+    ):
         if not model_covers_kb:
             return Calibration(
                 threshold=None,
@@ -347,8 +349,7 @@ def calibrate_threshold(
         return Calibration(
             threshold=t,
             method="default",
-            reason=f"{len(pos)} paraphrase pairs, {n_entries} entries: below "
-            f"min_positives={settings.min_positives} or min_entries={settings.min_entries}",
+            reason=f"{n_entries} entries: below min_entries={settings.min_entries}",
             **common,  # type: ignore[arg-type]
             **shares(t),  # type: ignore[arg-type]
         )
@@ -363,7 +364,11 @@ def calibrate_threshold(
             f"generalized Pareto tail of {len(neg)} random entry pairs (matched to their 90th, "
             f"95th and 99th percentiles), extrapolated to a per-pair share of {p:.2e}"
         )
-    if len(pos) and math.isfinite(t):
+    if len(pos) < settings.min_positives:
+        how += (
+            f" (no paraphrase floor: {len(pos)} same-entry pairs, under {settings.min_positives})"
+        )
+    elif math.isfinite(t):
         floor = float(np.quantile(pos, POSITIVE_FLOOR))
         if floor > t:
             t = min(floor, settings.max_threshold)

@@ -68,7 +68,12 @@ def test_openai_backend_builds_the_same_index_as_local(
     monkeypatch.setenv("KBFLOW_EMBED__API_KEY", SECRET)
     server = shared_server()
     before = server.stats()["requests"]
-    overrides = {"embed.backend": "openai", "embed.urls": [server.url], "embed.batch_items": 16}
+    overrides = {
+        "embed.backend": "openai",
+        "embed.urls": [server.url],
+        "embed.batch_items": 16,
+        "embed.model": "all-MiniLM-L6-v2",  # openai/sglang backends serve a named model
+    }
     out = kb_nightly(
         source=str(EN / "export"), run_date=RUN_DATE, home=str(tmp_path), overrides=overrides
     )
@@ -94,6 +99,7 @@ def test_sglang_lifecycle_starts_two_workers_embeds_and_stops_them(local_home: P
     pid_dir.mkdir()
     overrides = {
         "embed.backend": "sglang",
+        "embed.model": "all-MiniLM-L6-v2",
         "embed.gpus": 2,
         "embed.launch_command": launcher(pid_dir),
         "embed.batch_items": 8,
@@ -116,6 +122,7 @@ def test_worker_is_stopped_when_the_flow_fails_mid_embedding(tmp_path: Path):
     pid_dir.mkdir()
     overrides = {
         "embed.backend": "sglang",
+        "embed.model": "all-MiniLM-L6-v2",
         # readiness request + probe + drift canaries answer, then every request gets a 400
         "embed.launch_command": launcher(pid_dir, "--fail-after", "20", "--fail-status", "400"),
         "embed.batch_items": 4,
@@ -134,7 +141,9 @@ def test_worker_is_stopped_when_the_flow_fails_mid_embedding(tmp_path: Path):
 
 
 def test_worker_is_stopped_on_keyboard_interrupt(tmp_path: Path):
-    settings = EmbedSettings(backend="sglang", launch_command=launcher(tmp_path))
+    settings = EmbedSettings(
+        backend="sglang", model="all-MiniLM-L6-v2", launch_command=launcher(tmp_path)
+    )
     with pytest.raises(KeyboardInterrupt), run_workers(settings) as urls:
         assert len(urls) == 1 and urls[0].startswith("http://127.0.0.1:")
         raise KeyboardInterrupt
@@ -178,7 +187,11 @@ def test_calibration_of_an_instructed_model_gets_its_own_workers(tmp_path: Path)
     from kbflow.pipeline import calibration_settings
     from kbflow.settings import Settings
 
-    settings = Settings(embed=EmbedSettings(backend="sglang", launch_command=launcher(tmp_path)))
+    settings = Settings(
+        embed=EmbedSettings(
+            backend="sglang", model="all-MiniLM-L6-v2", launch_command=launcher(tmp_path)
+        )
+    )
     plain = {"query_template": None, "task": None}
     with calibration_settings(settings, plain) as same:
         assert same is settings and worker_pids(tmp_path) == []

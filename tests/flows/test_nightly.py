@@ -62,6 +62,25 @@ def test_first_run_publishes_and_accounts_for_every_row(home: Path, first: dict)
     assert n == distinct == rows["input"]
 
 
+def test_a_chinese_kb_is_embedded_with_the_multilingual_model(home: Path, first: dict):
+    manifest = json.loads((home / "indexes" / first["version"] / "manifest.json").read_text())
+    emb = manifest["embedding"]
+    assert emb["model_key"] == "multilingual-e5-small@384" == first["model_key"]
+    assert emb["document_prefix"] == emb["query_prefix"] == "query: "
+    choice = emb["choice"]
+    assert choice["mode"] == "auto" and choice["model"] == "multilingual-e5-small"
+    assert (
+        choice["language"]["zh"] > 0.9 and choice["language"]["entries"] == first["rows"]["indexed"]
+    )
+    assert "English 0%" in choice["reason"] and first["model_choice"]["mode"] == "auto"
+    # its cosines are compressed: the version's dense scale and hub correction say how
+    scale = manifest["index"]["dense_scale"]
+    assert scale["hub_weight"] == 0.5 and 0.2 < scale["lo"] < scale["hi"] < 1
+    assert (home / "indexes" / first["version"] / "hub.npy").is_file()
+    # the dense side gets a say now (the English model got weight 0 on Chinese)
+    assert manifest["calibration"]["dense_weight"] >= 0.5
+
+
 def test_stage_files_match_their_contracts(home: Path, first: dict):
     run_dir = home / "runs" / first["run_id"]
     read_table(run_dir / "validate" / "rows.parquet", RAW_ROW)
@@ -129,16 +148,20 @@ def test_review_stage_writes_its_tables_and_the_report_section(home: Path, first
         "select method, n_semantic_pairs, n_contradictions from review_versions where version = ?",
         first["version"],
     )[0]
-    # the bundled English model cannot read the Chinese sample, and the review says so
-    assert method == "cannot_separate" == first["review"]["calibration"]["method"]
-    assert n_sem == sem.num_rows == 0 and n_con == con.num_rows
-    for table, n in (("review_semantic_duplicates", 0), ("review_contradictions", con.num_rows)):
+    # the multilingual model reads the Chinese sample: a calibrated threshold, pairs above it
+    cal = first["review"]["calibration"]
+    assert (
+        method == "calibrated" == cal["method"] and cal["model_key"] == "multilingual-e5-small@384"
+    )
+    assert n_sem == sem.num_rows > 0 and n_con == con.num_rows
+    assert all(r["score"] >= cal["threshold"] for r in sem.to_pylist())
+    for table, n in (("review_semantic_duplicates", n_sem), ("review_contradictions", n_con)):
         assert catalog_rows(
             home, f"select count(*) from {table} where version = ?", first["version"]
         ) == [(n,)]
     html = Path(first["report"]).read_text(encoding="utf-8")
     assert html.index("Contradicting answers (") < html.index("Row accounting")
-    assert "Semantic near-duplicates (0 pairs" in html and "cannot_separate" in html
+    assert f"Semantic near-duplicates ({n_sem} pairs" in html and "calibrated" in html
 
 
 def test_search_answers_a_colloquial_query_with_a_title_prefixed_sop_passage(
@@ -148,7 +171,11 @@ def test_search_answers_a_colloquial_query_with_a_title_prefixed_sop_passage(
 
     searcher = _searcher(home)
     res = searcher.search("我单子咋还没到", k=3)
-    assert res.version == first["version"] and res.results and not res.handoff or res.results
+    assert res.version == first["version"] and len(res.results) == 3
+    assert not res.handoff and res.fallback_level == 0  # answered, not handed to a human
+    refund = searcher.search("退款几天能到账啊", k=3)
+    assert refund.results[0].entry_id in ("faq-0074", "faq-0246")  # "退款多久到账？" (merged pair)
+    assert searcher.search("今天天气怎么样", k=3).handoff  # out of scope: a human
     passages = read_table(
         home / "indexes" / first["version"] / "passages.parquet", PASSAGE
     ).to_pylist()

@@ -451,6 +451,7 @@ def test_embedding_server_fault_is_retried_then_fails_cleanly(
     source = edited_export(tmp_path / "export", f"(Checked after the {fault} drill.)")
     overrides = {
         "embed.backend": "openai",
+        "embed.model": "all-MiniLM-L6-v2",
         "embed.batch_items": 4,
         "embed.max_in_flight": 1,
         "embed.retries": 1,

@@ -139,16 +139,18 @@ def test_faq_entry_gives_answer_then_question_passages() -> None:
     qs = ["怎么退货", "退货流程是什么", "可以退货吗"]
     ps = chunk_entry(entry(answer, qs, entry_id="FAQ-9"), ChunkSettings())
 
-    assert [p["kind"] for p in ps] == ["answer", "question", "question", "question"]
-    assert [p["ordinal"] for p in ps] == [0, 1, 2, 3]
-    assert [p["passage_id"] for p in ps] == [f"FAQ-9:{i}" for i in range(4)]
+    assert [p["kind"] for p in ps] == ["answer", "question", "question", "question", "title"]
+    assert [p["ordinal"] for p in ps] == [0, 1, 2, 3, 4]
+    assert [p["passage_id"] for p in ps] == [f"FAQ-9:{i}" for i in range(5)]
     assert [p["faiss_id"] for p in ps] == [passage_faiss_id(p["passage_id"]) for p in ps]
-    assert len({p["faiss_id"] for p in ps}) == 4
+    assert len({p["faiss_id"] for p in ps}) == 5
     first = ps[0]
     assert first["text"] == f"退货政策\n{answer}"
     assert first["display"] == answer
     assert first["heading_path"] == ""
-    assert [p["text"] for p in ps[1:]] == qs
+    assert [p["text"] for p in ps[1:4]] == qs
+    # the title alone, last (ids of the other passages do not move), showing the whole answer
+    assert ps[4]["text"] == "退货政策" and ps[4]["display"] == answer
     assert all(p["display"] == answer for p in ps[1:])
     assert all(p["entry_id"] == "FAQ-9" and p["title"] == "退货政策" for p in ps)
     assert all(p["text_hash"] == hashlib.sha256(p["text"].encode()).hexdigest() for p in ps)
@@ -169,8 +171,8 @@ def test_question_passages_show_the_answer_head_and_skip_blank_or_repeated_quest
         entry(answer, ["怎么退款", " ", "", "怎么退款", "退款多久到账"]),
         ChunkSettings(max_tokens=512, long_answer_tokens=512),
     )
-    assert [p["kind"] for p in ps] == ["answer", "question", "question"]
-    assert [p["text"] for p in ps[1:]] == ["怎么退款", "退款多久到账"]
+    assert [p["kind"] for p in ps] == ["answer", "question", "question", "title"]
+    assert [p["text"] for p in ps[1:3]] == ["怎么退款", "退款多久到账"]
     assert ps[1]["display"] == answer[:QUESTION_DISPLAY_CHARS]
     assert ps[0]["display"] == answer
 
@@ -186,7 +188,10 @@ def test_chinese_sop_with_markdown_headings_splits_into_prefixed_sections() -> N
 
     assert len(secs) >= 6
     assert [p["ordinal"] for p in ps] == list(range(len(ps)))
-    assert ps[-1]["kind"] == "question" and ps[-1]["ordinal"] == len(secs)
+    assert ps[-2]["kind"] == "question" and ps[-2]["ordinal"] == len(secs)
+    # a document's title passage shows the head of the document
+    assert ps[-1]["kind"] == "title" and ps[-1]["text"] == "售后SOP"
+    assert ps[-1]["display"] == SOP[:QUESTION_DISPLAY_CHARS]
     for p in secs:
         path = p["heading_path"]
         prefix = f"【售后SOP › {path}】" if path else "【售后SOP】"
@@ -434,11 +439,12 @@ def test_sections_cover_the_whole_answer_within_budget(
 
     ps = chunk_entry(entry(answer, ["q"], title=title), cfg)
     assert [p["ordinal"] for p in ps] == list(range(len(ps)))
+    titled = ["title"] if title.strip() and title != "q" and ps[0]["text"] != title else []
     if count_tokens(answer) <= cfg.long_answer_tokens:
-        assert [p["kind"] for p in ps] == ["answer", "question"]
+        assert [p["kind"] for p in ps] == ["answer", "question", *titled]
         return
     secs = sections_of(ps)
-    assert len(secs) == len(ps) - 1
+    assert len(secs) == len(ps) - 1 - len(titled)
     assert_covers(answer, [p["display"] for p in secs])
     for p in secs:
         assert p["display"] and p["display"] == p["display"].strip()

@@ -17,6 +17,8 @@ from kbflow.settings import EmbedSettings
 
 from ..embedserver import embedding_server, shared_server
 
+MINILM = "all-MiniLM-L6-v2"  # what the project's own embedding server serves
+
 
 def test_canaries_cover_chinese_and_english_short_and_long():
     lengths = [len(t) for t in CANARY_TEXTS]
@@ -44,10 +46,11 @@ def test_a_server_whose_vectors_changed_is_stopped_before_anything_is_written(
     before = (cache.dir / CANARY_FILE).read_bytes()
     # the same model behind the real server passes: it is the same model
     check_drift(
-        OpenAIEmbedder(EmbedSettings(backend="openai", urls=[shared_server().url])), cache.dir
+        OpenAIEmbedder(EmbedSettings(backend="openai", urls=[shared_server().url], model=MINILM)),
+        cache.dir,
     )
     with embedding_server("--perturb", "0.1") as server:
-        emb = OpenAIEmbedder(EmbedSettings(backend="openai", urls=[server.url]))
+        emb = OpenAIEmbedder(EmbedSettings(backend="openai", urls=[server.url], model=MINILM))
         with pytest.raises(DriftError, match="changed since the cache was built") as info:
             check_drift(emb, cache.dir)
     assert "all-MiniLM-L6-v2@384" in str(info.value)

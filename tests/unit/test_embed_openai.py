@@ -20,7 +20,7 @@ from kbflow.embed_openai import (
 from kbflow.errors import EmbeddingError, EndpointUnavailable
 from kbflow.settings import EmbedSettings
 
-from ..embedserver import embedding_server, shared_server
+from ..embedserver import embedding_server, shared_server, start_server
 
 TEXTS = [
     "如何申请退款？",
@@ -33,6 +33,7 @@ TEXTS = [
 
 
 def settings(*urls: str, **kw: object) -> EmbedSettings:
+    kw.setdefault("model", "all-MiniLM-L6-v2")  # what the project's own server serves
     return EmbedSettings(backend="openai", urls=list(urls), retry_backoff=0.02, **kw)  # type: ignore[arg-type]
 
 
@@ -83,6 +84,21 @@ def test_openai_vectors_match_local_backend(local_embedder):
     assert emb.info.key == "all-MiniLM-L6-v2@384" and emb.info.query_template is None
     # MiniLM takes no instruction: queries are embedded as they are
     assert cosines(emb.embed_queries(TEXTS), want).min() >= 0.999
+
+
+def test_the_multilingual_model_served_gives_the_local_backends_vectors():
+    from kbflow.embed import make_embedder
+
+    local = make_embedder(EmbedSettings(model="multilingual-e5-small"))
+    server = start_server("--model-name", "multilingual-e5-small")
+    try:
+        emb = OpenAIEmbedder(settings(server.url, model="multilingual-e5-small", batch_items=3))
+        assert emb.info.key == local.info.key == "multilingual-e5-small@384"
+        got, want = emb.embed_documents(TEXTS), local.embed_documents(TEXTS)
+        assert cosines(got, want).min() >= 0.999
+        assert cosines(emb.embed_queries(TEXTS), local.embed_queries(TEXTS)).min() >= 0.999
+    finally:
+        server.stop()
 
 
 def test_matryoshka_dimension_truncates_renormalises_and_keys(local_embedder):

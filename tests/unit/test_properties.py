@@ -162,12 +162,19 @@ def test_chunking_never_loses_or_reorders_text(
     for e in entries:
         mine = [p for p in passages if p["entry_id"] == e["entry_id"]]
         assert [p["passage_id"] for p in mine] == [f"{e['entry_id']}:{i}" for i in range(len(mine))]
-        body = [p for p in mine if p["kind"] != "question"]
+        titles = [p for p in mine if p["kind"] == "title"]
+        body = [p for p in mine if p["kind"] not in ("question", "title")]
         questions = [p["text"] for p in mine if p["kind"] == "question"]
-        # questions come last, blank and repeated ones dropped, order kept
-        assert mine[len(body) :] == [p for p in mine if p["kind"] == "question"]
+        # questions come after the body, blank and repeated ones dropped, order kept; then
+        # the title alone, unless the answer passage or a similar question already is it
+        assert mine[len(body) : len(mine) - len(titles)] == [
+            p for p in mine if p["kind"] == "question"
+        ]
         assert questions == list(dict.fromkeys(q for q in e["similar_questions"] if q.strip()))
         title, answer = e["title"], e["answer"]
+        needs_title = bool(title.strip()) and body[0]["text"] != title and title not in questions
+        assert [p["text"] for p in titles] == ([title] if needs_title else [])
+        assert mine[-len(titles) :] == titles if titles else True
         if body[0]["kind"] == "answer":
             assert len(body) == 1
             assert body[0]["text"] in (f"{title}\n{answer}", title)

@@ -99,6 +99,8 @@ def _build(home_dir: Path, export: Path, run_id: str) -> tuple[DataHome, str, Se
     pipeline.validate_stage(home, run_id, pulled, settings)
     pipeline.clean_stage(home, run_id, RUN_DATE, settings)
     pipeline.chunk_stage(home, run_id, settings)
+    # embed.model is auto: the KB's language picks the model, as in the flow
+    settings = pipeline.with_model(settings, pipeline.model_stage(home, run_id, settings))
     embedded = pipeline.embed_stage(home, run_id, settings)
     built = pipeline.index_stage(home, run_id, RUN_DATE, pulled, embedded, settings)
     return home, built["version"], settings
@@ -117,15 +119,13 @@ def en(tmp_path_factory, local_embedder) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def zh(tmp_path_factory, local_embedder) -> dict[str, Any]:
+def zh(tmp_path_factory) -> dict[str, Any]:
     tmp = tmp_path_factory.mktemp("review-zh")
     home, version, settings = _build(
         tmp / "home", _zh_export(tmp / "export"), "20261124T020000-bbbbbb"
     )
-    summary = review_stage(
-        home, "20261124T020000-bbbbbb", version, settings, embedder=local_embedder
-    )
-    return {"home": home, "version": version, "summary": summary}
+    summary = review_stage(home, "20261124T020000-bbbbbb", version, settings)
+    return {"home": home, "version": version, "settings": settings, "summary": summary}
 
 
 def _files(run: dict[str, Any], run_id: str) -> tuple[list[dict], list[dict]]:
@@ -156,7 +156,9 @@ def test_semantic_pairs_of_the_version(en):
     assert {row["matched_a"], row["matched_b"]} == {"ship-address:1", "edit-delivery:2"}
     assert {row["text_a"], row["text_b"]} == {"change shipping address", "modify delivery address"}
     assert row["has_contradiction"] is True
-    assert en["summary"]["titles_embedded"] == len(KB)
+    # every title is a passage of the version (kbflow.chunk): the embed stage embedded them all
+    assert en["summary"]["titles_embedded"] == 0
+    assert en["summary"]["model_key"] == "all-MiniLM-L6-v2@384"  # English KB: the English model
 
 
 def test_contradictions_of_semantic_pairs_and_of_merges(en):
@@ -174,11 +176,13 @@ def test_contradictions_of_semantic_pairs_and_of_merges(en):
     assert en["summary"]["merges_checked"] == 3 and en["summary"]["merge_contradictions"] == 2
 
 
-def test_chinese_kb_skips_the_semantic_pass_and_reports_what_merges_hid(zh):
+def test_small_chinese_kb_uses_the_models_default_and_reports_what_merges_hid(zh):
     sem, rows = _files(zh, "20261124T020000-bbbbbb")
     cal = zh["summary"]["calibration"]
-    # the embedded English model does not cover Chinese and the KB is too small to show it
-    assert cal["method"] == "not_covered" and cal["threshold"] is None and sem == []
+    # the multilingual model covers Chinese; four entries are too few to calibrate on, so the
+    # model's own default threshold applies, and no two of these four questions mean the same
+    assert zh["summary"]["model_key"] == "multilingual-e5-small@384"
+    assert cal["method"] == "default" and cal["threshold"] == 0.97 and sem == []
     got = {(r["entry_a"], r["entry_b"], r["value_a"], r["value_b"]) for r in rows}
     assert got == {
         ("zh-return", "zh-return-old", "7天", "15天"),

@@ -151,7 +151,8 @@ def test_api_key_is_in_no_log_report_manifest_or_file(
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
     caplog.set_level(logging.DEBUG)
     settings = load_settings(
-        str(tmp_path / "home"), {"embed.backend": "openai", "embed.urls": [server.url]}
+        str(tmp_path / "home"),
+        {"embed.backend": "openai", "embed.urls": [server.url], "embed.model": "all-MiniLM-L6-v2"},
     )
     assert settings.embed.api_key is not None
     assert settings.embed.api_key.get_secret_value() == SECRET  # the key is really in use

@@ -258,18 +258,37 @@ def test_a_model_that_maps_everything_alike_cannot_separate():
     assert cal.method == "cannot_separate" and cal.threshold is None
 
 
-def test_too_few_positives_falls_back_to_the_model_default():
+def test_too_few_entries_falls_back_to_the_model_default():
     neg = _normal_scores(5000, 5)
     settings = ReviewSettings(default_thresholds={"all-MiniLM-L6-v2": 0.91, "other@8": 0.7})
-    cal = calibrate_threshold(np.full(5, 0.9), neg, 100, MODEL, settings)
+    cal = calibrate_threshold(np.full(500, 0.9), neg, 10, MODEL, settings)
     assert (cal.method, cal.threshold) == ("default", 0.91)
-    assert calibrate_threshold(np.full(5, 0.9), neg, 100, "other@8", settings).threshold == 0.7
-    generic = calibrate_threshold(np.full(5, 0.9), neg, 100, "unknown@3", settings)
+    assert calibrate_threshold(np.full(5, 0.9), neg, 10, "other@8", settings).threshold == 0.7
+    generic = calibrate_threshold(np.full(5, 0.9), neg, 10, "unknown@3", settings)
     assert generic.threshold == settings.default_threshold
-    few_entries = calibrate_threshold(np.full(500, 0.9), neg, 10, MODEL, settings)
-    assert few_entries.method == "default"
     skipped = calibrate_threshold(np.full(5, 0.9), neg, 100, MODEL, settings, model_covers_kb=False)
     assert (skipped.method, skipped.threshold) == ("not_covered", None)
+
+
+def test_too_few_positives_calibrates_on_the_negatives_alone_without_a_floor():
+    # a KB without similar questions (titles only) still gets a threshold from its random pairs
+    neg = _normal_scores(200_000, 5)
+    few = calibrate_threshold(np.full(5, 0.99), neg, 1000, MODEL, ReviewSettings())
+    assert few.method == "calibrated" and "no paraphrase floor" in few.reason
+    assert few.threshold is not None and few.threshold < 0.99  # the 0.99 pairs did not raise it
+    many = calibrate_threshold(np.full(500, 0.99), neg, 1000, MODEL, ReviewSettings())
+    assert many.threshold == pytest.approx(0.99)  # with enough of them they are the floor
+
+
+def test_a_compressed_model_is_calibrated_not_refused():
+    # multilingual-e5 puts unrelated pairs near 0.9 and paraphrases near 0.97-0.99: its
+    # threshold lies above 0.98, which the old fixed ceiling refused as "cannot separate"
+    rng = np.random.default_rng(3)
+    neg = np.clip(rng.normal(0.9, 0.02, 2_000_000), -1, 1)
+    pos = np.clip(rng.normal(0.985, 0.005, 300), -1, 1)
+    cal = calibrate_threshold(pos, neg, 5000, "multilingual-e5-small@384", ReviewSettings())
+    assert cal.method == "calibrated" and 0.96 < cal.threshold < 0.999
+    assert (neg >= cal.threshold).mean() <= 0.05 / 4999 * 1.5
 
 
 # --- building blocks -------------------------------------------------------------------------
