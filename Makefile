@@ -37,8 +37,10 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check src flows tasks tests bench
+	$(BIN)/ruff check src flows tasks deployments tests bench
+	$(BIN)/ruff format --check src flows tasks deployments tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # Benchmarks (bench/README.md). `make bench SIZES=10000` for a quick pass; BENCH_PARTS picks
 # parts; BENCH_ARGS passes more options to bench/run_all.py. The LlamaIndex side needs its own

@@ -132,8 +132,8 @@ def kbflow_rerun(home_dir: Path, export: Path, out: Path, run_date: str) -> dict
 
     import bench_stages as bs
 
-    from kbflow.home import DataHome
-    from kbflow.runconfig import load_settings
+    from kbflow.settings import load_settings
+    from kbflow.store.home import DataHome
 
     settings = load_settings(str(home_dir))
     home = DataHome.at(settings.home)
@@ -277,7 +277,7 @@ def sample_from_home(home: Path, k: int, out: Path, seed: int = 0) -> int:
     import pyarrow.parquet as pq
     from bench_llamaindex import sample_texts
 
-    from kbflow.publish import live_version_dir
+    from kbflow.store.versions import live_version_dir
 
     t = pq.read_table(live_version_dir(home / "indexes") / "passages.parquet", columns=["text"])
     texts = sample_texts(t.column("text").to_pylist(), k, seed)

@@ -79,8 +79,8 @@ def main() -> int:
 
     from sentence_transformers import SentenceTransformer
 
-    from kbflow.embed import LocalEmbedder, default_model_dir
-    from kbflow.embed_openai import OpenAIEmbedder
+    from kbflow.embed.local import LocalEmbedder, default_model_dir
+    from kbflow.embed.openai import OpenAIEmbedder
     from kbflow.settings import EmbedSettings
 
     texts = make_passages(args.n)
@@ -104,7 +104,7 @@ def main() -> int:
     url = args.url
     if url is None:
         server = subprocess.Popen(
-            [sys.executable, "-m", "kbflow.embed_server", "--port", str(args.port)],
+            [sys.executable, "-m", "kbflow.embed.server", "--port", str(args.port)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

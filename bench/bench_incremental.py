@@ -200,8 +200,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     command = shlex.join(
         ["python", "bench/bench_incremental.py", *(sys.argv[1:] if argv is None else argv)]
     )
-    from kbflow.home import DataHome
-    from kbflow.runconfig import load_settings
+    from kbflow.settings import load_settings
+    from kbflow.store.home import DataHome
 
     keep = args.workdir is not None
     work = (

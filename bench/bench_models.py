@@ -58,7 +58,7 @@ def _rows(path: Path, limit: int) -> list[dict[str, Any]]:
 
 def real_passages(n: int, seed: int = 0) -> tuple[list[str], str]:
     """``n`` passage texts the chunk stage makes of real KBs (see the module doc)."""
-    from kbflow.chunk import chunk_entry
+    from kbflow.chunk.passages import chunk_entry
     from kbflow.settings import ChunkSettings
 
     sources = [DATA / s / "export" / "kb.jsonl" for s in SETS]
@@ -82,7 +82,7 @@ def real_passages(n: int, seed: int = 0) -> tuple[list[str], str]:
 
 
 def throughput(texts: list[str], chunks: int) -> dict[str, Any]:
-    from kbflow.embed import make_embedder
+    from kbflow.embed.factory import make_embedder
     from kbflow.settings import EmbedSettings
 
     models = {

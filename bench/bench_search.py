@@ -3,7 +3,7 @@
 
     python bench/bench_search.py --home DIR [--queries 400] [--k 3] [--no-http] [--out JSON]
 
-In-process: ``kbflow.search.make_searcher`` (what ``kbflow search`` and ``kbflow serve`` use),
+In-process: ``kbflow.search.searcher.make_searcher`` (what ``kbflow search`` and ``kbflow serve`` use),
 one query at a time, wall time around ``Searcher.search`` (query embedding on CPU, dense top-50,
 BM25 top-50, fusion, top k). HTTP: ``kbflow serve --home DIR`` started as a child process on a
 free loopback port, then ``POST /search`` with ``{"query": ..., "k": ...}`` over one kept-alive
@@ -93,8 +93,8 @@ def _outcomes(resps: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def open_searcher(home: Path) -> Any:
-    from kbflow.runconfig import load_settings
-    from kbflow.search import make_searcher
+    from kbflow.search.searcher import make_searcher
+    from kbflow.settings import load_settings
 
     return make_searcher(home, load_settings(str(home)))
 
@@ -165,7 +165,7 @@ def _free_port() -> int:
 
 def serve_available() -> bool:
     try:
-        import kbflow.service  # noqa: F401
+        import kbflow.search.service  # noqa: F401
     except ImportError:
         return False
     return True
@@ -252,7 +252,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         res["http"] = {"skipped": "--no-http"}
     elif not serve_available():
         res["http"] = {
-            "skipped": "kbflow.service (kbflow serve) is not in this checkout; "
+            "skipped": "kbflow.search.service (kbflow serve) is not in this checkout; "
             "call bench_search.measure_http(url, queries, k) against a running service"
         }
     else:

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Benchmark of the review stage's semantic pass (``kbflow.semantic.find_semantic_duplicates``).
+"""Benchmark of the review stage's semantic pass (``kbflow.review.semantic.find_semantic_duplicates``).
 
     python bench/bench_semantic.py --entries 100000 [--questions 3] [--dim 384] [--out PATH]
 
@@ -118,7 +118,7 @@ def _peak_rss_mib() -> float:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from kbflow.semantic import find_semantic_duplicates
+    from kbflow.review.semantic import find_semantic_duplicates
     from kbflow.settings import ReviewSettings
 
     t0 = time.perf_counter()

@@ -5,8 +5,8 @@
         [--embed | --no-embed | --embed-sample K] [--workdir DIR] [--profile clean,index]
 
 Builds a synthetic export of N records from the sample KB (``bench/synth_export.py``), then runs
-``kbflow.pipeline``'s stage functions in-process, in the order ``flows/nightly.py`` calls them
-(start_run, pull, validate, clean, chunk, check-unchanged, embed, index, account, publish,
+the stage functions (``kbflow.<package>.stage``) in-process, in the order ``flows/nightly.py`` calls them
+(start_run, pull, validate, clean, chunk, model, check-unchanged, embed, index, account, publish,
 report), twice: a first full run on a fresh data home, and a rerun on the same export, which
 must find the passages unchanged and embed nothing. Per stage it records wall and CPU seconds,
 items/s and the peak RSS. Prefect is never imported: the figures are our code's. The real CLI
@@ -60,7 +60,7 @@ FLOOR_PEAK_MIB = 4096.0  # 4 GiB, the process's peak RSS over both runs
 FLOOR_RERUN_RATIO = 0.10  # rerun wall time / first run wall time
 
 NOTE = (
-    "Stages run in-process, in flows/nightly.py's order, calling kbflow.pipeline directly without "
+    "Stages run in-process, in flows/nightly.py's order, calling the stage functions directly without "
     "Prefect, so the figures measure kbflow's code only. The real `kbflow nightly` adds Prefect's "
     "start-up (about 8 s per process, ~14 s with a fresh PREFECT_HOME) and per-task overhead."
 )
@@ -197,7 +197,8 @@ def prefill_cache(home: Any, run_id: str, settings: Any, sample: int, seed: int)
     """Embed ``sample`` of the passages to embed for real (timed) and cache synthetic vectors
     for the rest, so that ``embed_stage`` finds everything cached. Returns the sample's rate."""
     from kbflow.contracts import PASSAGE, read_table
-    from kbflow.embed import EmbeddingCache, embed_missing, make_embedder
+    from kbflow.embed.cache import EmbeddingCache, embed_missing
+    from kbflow.embed.factory import make_embedder
 
     passages = read_table(home.stage_dir(run_id, "chunk") / "passages.parquet", PASSAGE)
     unique = dict(
@@ -251,9 +252,8 @@ def nightly_run(
     """``flows/nightly.py``'s ``kb_nightly``, task for task, as plain calls. With
     ``stop_after``, the run ends after that stage (for sizes whose later stages cannot run
     here); its status is then ``stopped after <stage>``."""
-    from kbflow import pipeline
     from kbflow.errors import KbflowError
-    from kbflow.home import new_run_id
+    from kbflow.store.home import new_run_id
 
     run_id = new_run_id()
     stages: list[dict[str, Any]] = []
@@ -269,7 +269,7 @@ def nightly_run(
     try:
         summary = _run_stages(
             home, run_id, source, settings, run_date, step, meter, label, stages,
-            embed_mode, embed_sample, seed, pipeline, KbflowError,
+            embed_mode, embed_sample, seed, KbflowError,
         )  # fmt: skip
     except _Stopped:
         summary = {"status": f"stopped after {stop_after}"}
@@ -293,29 +293,12 @@ def nightly_run(
     return run
 
 
-def _review_stage() -> Callable[..., Any] | None:
-    """``kbflow.review.review_stage`` where this checkout's flow has a review stage."""
-    try:
-        from kbflow.review import review_stage
-    except ImportError:
-        return None
-    return review_stage
-
-
 def flow_stages() -> list[str]:
-    """The first run's stages in this checkout, in order (what nightly_run times)."""
-    from kbflow import pipeline
-
-    names = ["start_run", "pull", "validate", "clean", "chunk"]
-    if hasattr(pipeline, "model_stage"):
-        names.append("model")
-    names += ["check_unchanged", "embed"]
-    names.append("index")
-    if _review_stage() is not None:
-        names.append("review")
-    if hasattr(pipeline, "gate_stage"):
-        names.append("gate")
-    return [*names, "account", "publish", "report"]
+    """The first run's stages, in order (what nightly_run times)."""
+    return [
+        "start_run", "pull", "validate", "clean", "chunk", "model", "check_unchanged", "embed",
+        "index", "review", "gate", "account", "publish", "report",
+    ]  # fmt: skip
 
 
 class _Stopped(Exception):
@@ -336,28 +319,38 @@ def _run_stages(
     home: Any, run_id: str, source: str, settings: Any, run_date: date,
     step: Callable[[str, Callable[[], Any]], Any], meter: Meter, label: str,
     stages: list[dict[str, Any]], embed_mode: str, embed_sample: int, seed: int,
-    pipeline: Any, KbflowError: type[Exception],
+    KbflowError: type[Exception],
 ) -> dict[str, Any]:  # fmt: skip
+    from kbflow.account import account_stage
+    from kbflow.chunk.stage import chunk_stage
+    from kbflow.clean.stage import clean_stage
+    from kbflow.embed.stage import embed_stage, model_stage, with_model
+    from kbflow.gate.stage import gate_stage
+    from kbflow.index.stage import index_stage
+    from kbflow.publish.stage import publish_stage
+    from kbflow.pull.stage import pull_stage
+    from kbflow.report.stage import report_stage
+    from kbflow.review.stage import review_stage
+    from kbflow.run import is_unchanged, record_retired, start_run
+    from kbflow.validate.stage import validate_stage
+
     with home.run_lock():
-        step("start_run", lambda: pipeline.start_run(home, run_id, run_date))
+        step("start_run", lambda: start_run(home, run_id, run_date))
         try:
-            pulled = step("pull", lambda: pipeline.pull_stage(home, run_id, source))
-            step("validate", lambda: pipeline.validate_stage(home, run_id, pulled, settings))
-            step("clean", lambda: pipeline.clean_stage(home, run_id, run_date, settings))
-            chunked = step("chunk", lambda: pipeline.chunk_stage(home, run_id, settings))
-            if hasattr(pipeline, "model_stage"):  # tasks/nightly.py's model task (auto)
-                choice = step("model", lambda: pipeline.model_stage(home, run_id, settings))
-                settings = pipeline.with_model(settings, choice)
+            pulled = step("pull", lambda: pull_stage(home, run_id, source))
+            step("validate", lambda: validate_stage(home, run_id, pulled, settings))
+            step("clean", lambda: clean_stage(home, run_id, run_date, settings))
+            chunked = step("chunk", lambda: chunk_stage(home, run_id, settings))
+            choice = step("model", lambda: model_stage(home, run_id, settings))
+            settings = with_model(settings, choice)
 
             def check_unchanged() -> bool:  # tasks/nightly.py's check-unchanged task
-                pipeline.record_retired(home, run_id)
-                return pipeline.is_unchanged(home, chunked, settings)
+                record_retired(home, run_id)
+                return is_unchanged(home, chunked, settings)
 
             if step("check_unchanged", check_unchanged):
-                step("account", lambda: pipeline.account_stage(home, run_id, pulled))
-                summary = step(
-                    "report", lambda: pipeline.report_stage(home, run_id, run_date, "unchanged")
-                )
+                step("account", lambda: account_stage(home, run_id, pulled))
+                summary = step("report", lambda: report_stage(home, run_id, run_date, "unchanged"))
             else:
                 if embed_mode != "full":
                     k = embed_sample if embed_mode == "sample" else 0
@@ -369,35 +362,26 @@ def _run_stages(
                     rec["not_a_stage"] = True
                     rec["prefill"] = prefill
                     stages.append(rec)
-                embedded = step("embed", lambda: pipeline.embed_stage(home, run_id, settings))
+                embedded = step("embed", lambda: embed_stage(home, run_id, settings))
                 built = step(
                     "index",
-                    lambda: pipeline.index_stage(
-                        home, run_id, run_date, pulled, embedded, settings
-                    ),
+                    lambda: index_stage(home, run_id, run_date, pulled, embedded, settings),
                 )
-                review = _review_stage()
-                if review is not None:
-                    step("review", lambda: review(home, run_id, built["version"], settings))
-                if hasattr(pipeline, "gate_stage"):
-                    # Timed like any stage, its decision overridden (the flow's --force): on
-                    # synthetic or sampled vectors the quality it checks means nothing.
-                    step(
-                        "gate",
-                        lambda: pipeline.gate_stage(
-                            home, run_id, built["version"], settings, force=True
-                        ),
-                    )
-                step("account", lambda: pipeline.account_stage(home, run_id, pulled))
+                step("review", lambda: review_stage(home, run_id, built["version"], settings))
+                # Timed like any stage, its decision overridden (the flow's --force): on
+                # synthetic or sampled vectors the quality it checks means nothing.
+                step(
+                    "gate",
+                    lambda: gate_stage(home, run_id, built["version"], settings, force=True),
+                )
+                step("account", lambda: account_stage(home, run_id, pulled))
                 step(
                     "publish",
-                    lambda: pipeline.publish_stage(home, run_id, built["version"], settings),
+                    lambda: publish_stage(home, run_id, built["version"], settings),
                 )
-                summary = step(
-                    "report", lambda: pipeline.report_stage(home, run_id, run_date, "published")
-                )
+                summary = step("report", lambda: report_stage(home, run_id, run_date, "published"))
         except KbflowError as exc:
-            pipeline.report_stage(home, run_id, run_date, "failed", str(exc))
+            report_stage(home, run_id, run_date, "failed", str(exc))
             raise
     return summary
 
@@ -808,8 +792,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "or pass --sample DIR"
         )
 
-    from kbflow.home import DataHome
-    from kbflow.runconfig import load_settings
+    from kbflow.settings import load_settings
+    from kbflow.store.home import DataHome
 
     keep = args.keep or args.workdir is not None
     work = (

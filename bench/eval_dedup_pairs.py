@@ -8,10 +8,10 @@ meaning; public research data, never copied into the repo) is sampled (seeded), 
 distinct question becomes one KB entry (title = answer = the question, as the shared sets do
 for entries without answers). Then:
 
-* **MinHash** (the lexical path): ``kbflow.clean.clean_rows`` with the project's settings, as
+* **MinHash** (the lexical path): ``kbflow.clean.dedup.clean_rows`` with the project's settings, as
   the clean stage runs it (character bigrams, LSH, exact Jaccard >= 0.8, clusters); a pair is
   predicted a duplicate when both questions end in the same cluster.
-* **semantic, as deployed**: ``kbflow.semantic`` on the entries' vectors, with the model the
+* **semantic, as deployed**: ``kbflow.review.semantic`` on the entries' vectors, with the model the
   review stage would use for such a KB (``embed.model=auto``: its language picks the bundled
   model, multilingual-e5-small for these Chinese sets; ``--model`` names another) and the
   threshold it would calibrate (read off random pairs of the set's questions: the entries have
@@ -78,7 +78,7 @@ def scores(pred: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
 
 def minhash_clusters(texts: list[str]) -> np.ndarray:
     """Cluster id per text from the clean stage's own dedup (exact + near)."""
-    from kbflow.clean import clean_rows
+    from kbflow.clean.dedup import clean_rows
     from kbflow.contracts import RAW_ROW, table_from_rows
     from kbflow.settings import CleanSettings
 
@@ -104,9 +104,9 @@ def minhash_clusters(texts: list[str]) -> np.ndarray:
 
 
 def evaluate_set(name: str, embedder: Any, sample: int, seed: int) -> dict[str, Any]:
-    from kbflow.semantic import default_threshold, find_semantic_duplicates
+    from kbflow.index.bm25 import cjk_share
+    from kbflow.review.semantic import default_threshold, find_semantic_duplicates
     from kbflow.settings import ReviewSettings
-    from kbflow.textindex import cjk_share
 
     set_dir = DATA / name
     pairs = load_pairs(set_dir / "dedup_pairs.jsonl", sample, seed)
@@ -231,8 +231,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     missing = [s for s in args.sets if not (DATA / s / "dedup_pairs.jsonl").is_file()]
     if missing:
         raise SystemExit(f"no dedup_pairs.jsonl for {missing} under {DATA}")
-    from kbflow.embed import make_embedder
-    from kbflow.languages import by_language, language_mix
+    from kbflow.embed.choose import by_language, language_mix
+    from kbflow.embed.factory import make_embedder
     from kbflow.settings import EmbedSettings
 
     embedders: dict[str, Any] = {}

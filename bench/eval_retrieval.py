@@ -66,12 +66,12 @@ def build(name: str, home: Path, model: str | None = None) -> dict[str, Any]:
 
 
 def score(name: str, home: Path) -> dict[str, Any]:
-    from kbflow.calibrate import embed_settings_for
-    from kbflow.embed import make_embedder
-    from kbflow.evaluate import evaluate, load_golden
-    from kbflow.publish import live_version_dir
-    from kbflow.retrieval import LoadedVersion
+    from kbflow.embed.factory import embed_settings_for, make_embedder
+    from kbflow.gate.evaluate import evaluate
+    from kbflow.index.version import LoadedVersion
     from kbflow.settings import EmbedSettings
+    from kbflow.store.golden import load_golden
+    from kbflow.store.versions import live_version_dir
 
     version = LoadedVersion(live_version_dir(home / "indexes"))
     info = version.manifest["embedding"]

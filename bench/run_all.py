@@ -72,15 +72,28 @@ def _child(cmd: list[str], log: Path, mem_limit_mib: float | None = None) -> dic
 
 
 def extract_code(work: Path, ref: str = "HEAD") -> Path:
-    """``ref``'s src/, flows/, tasks/ and sql/, extracted once under ``work/code-<sha>/``."""
+    """``ref``'s code (src/, flows/, tasks/, deployments/, sql/, bench/) extracted once under
+    ``work/code-<sha>/``; with ``snap/src`` and ``snap`` first on ``PYTHONPATH`` a child runs
+    that code, not the working tree's. The folders are also linked under their installed
+    names (``kbflow_flows`` -> ``flows``, ...) for code that imports them so."""
     sha = subprocess.run(["git", "rev-parse", "--short=12", ref], cwd=ROOT, check=True,
                          capture_output=True, text=True).stdout.strip()  # fmt: skip
     snap = work / f"code-{sha}"
     if not (snap / "src" / "kbflow" / "__init__.py").is_file():
         snap.mkdir(parents=True, exist_ok=True)
-        archive = subprocess.run(["git", "archive", sha, "src", "flows", "tasks", "sql"],
+        listed = subprocess.run(["git", "ls-tree", "--name-only", sha], cwd=ROOT, check=True,
+                                capture_output=True, text=True).stdout.split()  # fmt: skip
+        folders = [
+            f
+            for f in ("src", "flows", "tasks", "deployments", "sql", "bench", "examples")
+            if f in listed
+        ]
+        archive = subprocess.run(["git", "archive", sha, *folders],
                                  cwd=ROOT, check=True, capture_output=True).stdout  # fmt: skip
         subprocess.run(["tar", "-x", "-C", str(snap)], input=archive, check=True)
+        for folder in ("flows", "tasks", "deployments"):
+            if (snap / folder / "__init__.py").is_file():
+                (snap / f"kbflow_{folder}").symlink_to(folder)
     return snap
 
 

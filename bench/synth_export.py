@@ -37,6 +37,8 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
+from kbflow.contracts import EXPORT_FIELDS
+
 #: Shares of the export, by kind (the rest is regular entries).
 SHARES = {
     "near": 0.02,
@@ -147,19 +149,7 @@ _BROKEN_KINDS = (
     "bad_date",
     "unsafe_id",
 )
-_COLUMNS = (
-    "id",
-    "title",
-    "answer",
-    "similar_questions",
-    "category",
-    "tags",
-    "status",
-    "updated_at",
-    "effective_from",
-    "expires_at",
-    "lang",
-)
+_COLUMNS = EXPORT_FIELDS  # the export format's columns (kbflow.contracts)
 
 
 @dataclass
@@ -214,10 +204,11 @@ def load_seeds(
     no date fields, no date phrases, no 4-digit years in FAQ text so that no variant can expire
     by accident), one per distinct title+answer.
     """
-    from kbflow.chunk import count_tokens
-    from kbflow.expiry import find_expiry, find_not_yet_effective
-    from kbflow.normalize import normalize_text
-    from kbflow.sources import discover_export, read_export
+    from kbflow.chunk.passages import count_tokens
+    from kbflow.clean.expiry import find_expiry, find_not_yet_effective
+    from kbflow.clean.normalize import normalize_text
+    from kbflow.pull.discover import discover_export
+    from kbflow.pull.readers import read_export
 
     files = discover_export(str(sample_dir))
     read = read_export(sample_dir, files)
@@ -419,7 +410,7 @@ def _end_sentence(s: str) -> str:
 
 
 def _jaccard2(a: str, b: str) -> float:
-    from kbflow.normalize import normalize_text, shingle_text
+    from kbflow.clean.normalize import normalize_text, shingle_text
 
     def grams(t: str) -> set[str]:
         t = shingle_text(normalize_text(t))

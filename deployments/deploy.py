@@ -61,6 +61,16 @@ def resolve(value: Any, env: Mapping[str, str]) -> Any:
     return _VAR.sub(var, value)
 
 
+def flow_of(entrypoint: str) -> Any:
+    """The flow an entrypoint of ``prefect.yaml`` names: ``flows/nightly.py:kb_nightly`` is the
+    file ``flows/nightly.py`` of the checkout, installed as the module ``kbflow_flows.nightly``."""
+    path, name = entrypoint.split(":")
+    module = path.removesuffix(".py").replace("/", ".")
+    if module.startswith("flows."):
+        module = "kbflow_flows." + module.removeprefix("flows.")
+    return getattr(importlib.import_module(module), name)
+
+
 def build_deployments(env: Mapping[str, str] | None = None, for_workers: bool = False) -> list[Any]:
     """One ``RunnerDeployment`` per deployment of ``prefect.yaml`` with its schedules,
     concurrency limit and parameters. ``for_workers``: loaded from the checkout named by the
@@ -84,9 +94,7 @@ def build_deployments(env: Mapping[str, str] | None = None, for_workers: bool = 
             flow = Flow.from_source(source=repo, entrypoint=dep["entrypoint"])
             assert isinstance(flow, Flow)  # called from sync code: the flow, not a coroutine
         else:
-            path, name = dep["entrypoint"].split(":")
-            module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
-            flow = getattr(module, name)
+            flow = flow_of(dep["entrypoint"])
         limit = dep.get("concurrency_limit")
         out.append(
             flow.to_deployment(

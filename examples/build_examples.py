@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kbflow.contracts import EXPORT_FIELDS
+
 HERE = Path(__file__).resolve().parent
 RUN_DATE = "2026-11-24"
 
@@ -3379,19 +3381,8 @@ EN_GOLDEN_OOS: list[str] = [
 # Engine: turn the content above into export files, expected.json and golden.jsonl
 # =============================================================================================
 
-FIELDS = [
-    "id",
-    "title",
-    "answer",
-    "similar_questions",
-    "category",
-    "tags",
-    "status",
-    "updated_at",
-    "effective_from",
-    "expires_at",
-    "lang",
-]
+# the export format's columns, in order (README: Export format)
+FIELDS = list(EXPORT_FIELDS)
 
 
 @dataclass

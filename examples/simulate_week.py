@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 
-from kbflow.cli import main
+from kbflow.cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main(["simulate-logs", *sys.argv[1:]]))

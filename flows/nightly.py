@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from kbflow_flows.build import build_and_publish, failures_reported
+from kbflow_tasks import nightly as t
 from prefect import flow
 
-from kbflow.errors import KbflowError
-from kbflow.home import DataHome, new_run_id
-from kbflow.runconfig import load_settings, parse_run_date
-from tasks import nightly as t
+from kbflow.results import RunSummary
+from kbflow.settings import load_settings, parse_run_date
+from kbflow.store.home import DataHome, new_run_id
 
 
 @flow(name="kb-nightly", log_prints=False)
@@ -21,7 +22,7 @@ def kb_nightly(
     run_id: str | None = None,
     overrides: dict[str, Any] | None = None,
     force: bool = False,
-) -> dict[str, Any]:
+) -> RunSummary:
     """Build and publish a new index version from one KB export (a file or a snapshot folder).
 
     ``force`` publishes a version the quality gate blocked (recorded in its manifest). A failed
@@ -33,7 +34,7 @@ def kb_nightly(
     run_id = run_id or new_run_id()
     with data.run_lock():
         t.start_run(data, run_id, day)
-        try:
+        with failures_reported(data, run_id, day, settings):
             pulled = t.pull(data, run_id, source)
             t.validate(data, run_id, pulled, settings)
             t.clean(data, run_id, day, settings)
@@ -42,21 +43,4 @@ def kb_nightly(
             if t.check_unchanged(data, run_id, chunked, settings):
                 t.account(data, run_id, pulled)
                 return t.report(data, run_id, day, "unchanged")
-            embedded = t.embed(data, run_id, settings)
-            built = t.index(data, run_id, day, pulled, embedded, settings)
-            t.review(data, run_id, built["version"], settings)
-            gate = t.gate(data, run_id, built["version"], settings, force)
-            t.account(data, run_id, pulled)
-            if not gate["publish"]:
-                reasons = "; ".join(gate["reasons"])
-                notice = t.notify(data, run_id, day, "blocked", reasons, settings)
-                return t.report(data, run_id, day, "blocked", reasons, notice)
-            t.publish(data, run_id, built["version"], settings)
-            return t.report(data, run_id, day, "published")
-        except KbflowError as exc:
-            notice = t.notify(data, run_id, day, "failed", str(exc), settings)
-            t.report(data, run_id, day, "failed", str(exc), notice)
-            raise
-        except Exception as exc:  # a bug: it keeps its traceback, and on-call still hears of it
-            t.notify(data, run_id, day, "failed", f"{type(exc).__name__}: {exc}", settings)
-            raise
+            return build_and_publish(data, run_id, day, pulled, settings, force)

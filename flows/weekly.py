@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from kbflow_tasks import weekly as t
 from prefect import flow
 
-from kbflow.home import DataHome
-from kbflow.mining import MiningSettings, default_week, parse_week
-from kbflow.runconfig import load_settings
-from tasks import weekly as t
+from kbflow.mining.weeks import default_week, parse_week
+from kbflow.settings import load_settings
+from kbflow.store.home import DataHome
 
 
 @flow(name="kb-weekly-mining", log_prints=False)
@@ -19,12 +19,14 @@ def kb_weekly_mining(
     overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Mine one ISO week (``2026-W47``, Asia/Shanghai; default the last complete week) of
-    ``logs.duckdb`` into its review tables, CSV/Parquet exports and an HTML report.
-    A rerun replaces that week only."""
-    data = DataHome.at(load_settings(home).home)
-    settings = MiningSettings(**(overrides or {}))
-    week = week or default_week(tz=settings.timezone)
+    ``logs.duckdb`` into its review tables, CSV/Parquet exports and an HTML report. A rerun
+    replaces that week only. Settings are ``Settings.mining`` (``KBFLOW_MINING__*``);
+    ``overrides`` are mining settings (``{"min_impressions": 50}``)."""
+    mining = {f"mining.{k}": v for k, v in (overrides or {}).items()}
+    settings = load_settings(home, mining)
+    data = DataHome.at(settings.home)
+    week = week or default_week(tz=settings.mining.timezone)
     parse_week(week)
-    summary = t.mine(data, week, settings)
+    summary = t.mine(data, week, settings.mining)
     exports = t.export(data, week)
     return t.report(data, week, {**summary, "exports": exports})

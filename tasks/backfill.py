@@ -9,15 +9,21 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from kbflow import backfill as core
-from kbflow.home import DataHome
+from kbflow.backfill.reembed import reembed_overrides as reembed_overrides_core
+from kbflow.backfill.reembed import start_reembed as start_reembed_core
+from kbflow.backfill.request import BackfillRequest
+from kbflow.backfill.units import plan_units, raise_if_failed, summarize
+from kbflow.results import Forked
+from kbflow.store.home import DataHome
+
+MINUTE = 60
 
 
-@task(name="plan-backfill", cache_policy=NO_CACHE)
+@task(name="plan-backfill", cache_policy=NO_CACHE, timeout_seconds=10 * MINUTE)
 def plan(
-    home: DataHome, request: core.BackfillRequest, overrides: dict[str, Any], force: bool
+    home: DataHome, request: BackfillRequest, overrides: dict[str, Any], force: bool
 ) -> list[dict[str, Any]]:
-    units = core.plan_units(home, request, overrides, force)
+    units = plan_units(home, request, overrides, force)
     get_run_logger().info(
         "plan: %d %s unit(s): %s",
         len(units),
@@ -27,48 +33,25 @@ def plan(
     return units
 
 
-@task(name="begin-unit", cache_policy=NO_CACHE)
-def begin_unit(home: DataHome, unit: dict[str, Any], run_id: str) -> dict[str, Any]:
-    out = core.begin_unit(home, unit, run_id)
-    get_run_logger().info("unit %s %s: run %s", unit["kind"], unit["unit"], run_id)
+@task(name="summarize-backfill", cache_policy=NO_CACHE, timeout_seconds=MINUTE)
+def summary(kind: str, results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The backfill's result; fails it (``BackfillFailed``) when some unit failed."""
+    out = summarize(kind, results)
+    get_run_logger().info("backfill: %s", out["counts"])
+    raise_if_failed(results)
     return out
 
 
-@task(name="finish-unit", cache_policy=NO_CACHE)
-def finish_unit(
-    home: DataHome,
-    unit: dict[str, Any],
-    run_id: str,
-    completed: bool,
-    result: Any,
-    flow_run_id: str | None,
-) -> dict[str, Any]:
-    out = core.finish_unit(home, unit, run_id, completed, result, flow_run_id)
-    get_run_logger().info(
-        "unit %s %s: %s (%s)", unit["kind"], unit["unit"], out["outcome"], out.get("status")
-    )
-    return out
-
-
-@task(name="skip-unit", cache_policy=NO_CACHE)
-def skip_unit(unit: dict[str, Any]) -> dict[str, Any]:
-    out = core.skipped_unit(unit)
-    get_run_logger().info(
-        "unit %s %s: already done by run %s, skipped", unit["kind"], unit["unit"], out["run_id"]
-    )
-    return out
-
-
-@task(name="reembed-settings", cache_policy=NO_CACHE)
+@task(name="reembed-settings", cache_policy=NO_CACHE, timeout_seconds=MINUTE)
 def reembed_overrides(
     home: DataHome, model: str | None, dim: int | None, overrides: dict[str, Any] | None
 ) -> dict[str, Any]:
-    return core.reembed_overrides(home, model, dim, overrides)
+    return reembed_overrides_core(home, model, dim, overrides)
 
 
-@task(name="fork-live-run", cache_policy=NO_CACHE)
-def start_reembed(home: DataHome, run_id: str) -> dict[str, Any]:
-    out = core.start_reembed(home, run_id)
+@task(name="fork-live-run", cache_policy=NO_CACHE, timeout_seconds=30 * MINUTE)
+def start_reembed(home: DataHome, run_id: str) -> Forked:
+    out = start_reembed_core(home, run_id)
     get_run_logger().info(
         "fork: run %s starts from run %s (live %s, %s)",
         run_id,

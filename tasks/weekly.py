@@ -12,10 +12,13 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from kbflow import mining
-from kbflow.home import DataHome
-from kbflow.logstore import LogLockedError
-from kbflow.report import weekly_markdown
+from kbflow.mining.export import export_week, render_week_report
+from kbflow.mining.mine import mine_week
+from kbflow.mining.tables import read_week_tables
+from kbflow.report.weekly import weekly_markdown
+from kbflow.settings import MiningSettings
+from kbflow.store.home import DataHome
+from kbflow.store.logs import LogLockedError
 
 
 def _retry_on_lock(task: Any, task_run: Any, state: Any) -> bool:
@@ -40,8 +43,8 @@ def _week_dir(home: DataHome, week: str) -> Any:
     retry_condition_fn=_retry_on_lock,
     timeout_seconds=3600,
 )
-def mine(home: DataHome, week: str, settings: mining.MiningSettings) -> dict[str, Any]:
-    summary = mining.mine_week(home.logs_path, week, settings)
+def mine(home: DataHome, week: str, settings: MiningSettings) -> dict[str, Any]:
+    summary = mine_week(home.logs_path, week, settings)
     get_run_logger().info(
         "mine: %s: %d queries, %d flagged answers, %d gap clusters, alerts: %s",
         week,
@@ -54,23 +57,23 @@ def mine(home: DataHome, week: str, settings: mining.MiningSettings) -> dict[str
 
 
 @task(name="export-week", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=30,
-      retry_condition_fn=_retry_on_lock)  # fmt: skip
+      retry_condition_fn=_retry_on_lock, timeout_seconds=3600)  # fmt: skip
 def export(home: DataHome, week: str) -> dict[str, str]:
-    paths = mining.export_week(home.logs_path, week, _week_dir(home, week))
+    paths = export_week(home.logs_path, week, _week_dir(home, week), home.catalog_path)
     get_run_logger().info("export: %d files under %s", len(paths), _week_dir(home, week))
     return paths
 
 
-@task(name="report-week", cache_policy=NO_CACHE)
+@task(name="report-week", cache_policy=NO_CACHE, timeout_seconds=1800)
 def report(home: DataHome, week: str, summary: dict[str, Any]) -> dict[str, Any]:
-    path = mining.render_week_report(home.logs_path, week, _week_dir(home, week))
+    path = render_week_report(home.logs_path, week, _week_dir(home, week), home.catalog_path)
     summary = {**summary, "report": str(path)}
     key = f"kb-weekly-{week.lower()}"
     create_markdown_artifact(key="kb-weekly-report", markdown=weekly_markdown(summary),
                              description=f"kb-weekly-mining {week}")  # fmt: skip
     create_link_artifact(key=key, link=path.as_uri(), link_text=f"weekly report {week}",
                          description=f"kb-weekly-mining HTML report for {week}")  # fmt: skip
-    tables = mining.read_review_tables(home.logs_path, week)
+    tables = read_week_tables(home.logs_path, week)
     flagged = [r for r in tables["low_click_answers"].to_pylist() if r["flagged"]][:20]
     create_table_artifact(
         key="kb-weekly-low-click-answers",

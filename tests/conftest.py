@@ -28,7 +28,7 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 @pytest.fixture(scope="session")
 def local_embedder():
     """The embedded default model, loaded once per session."""
-    from kbflow.embed import LocalEmbedder
+    from kbflow.embed.local import LocalEmbedder
     from kbflow.settings import EmbedSettings
 
     return LocalEmbedder(EmbedSettings(model="all-MiniLM-L6-v2"))

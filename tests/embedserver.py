@@ -21,9 +21,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from kbflow.sglang_worker import free_port
+from kbflow.embed.sglang import free_port
 
-SERVER_MODULE = [sys.executable, "-m", "kbflow.embed_server", "--threads", "1"]
+SERVER_MODULE = [sys.executable, "-m", "kbflow.embed.server", "--threads", "1"]
 
 
 @dataclass

@@ -2,6 +2,7 @@
 -- inputs:  $kind, $unit, $params_hash
 -- output:  status, run_id, started_at, finished_at, summary (json text)
 -- grain:   at most one row
+-- key:     -
 with units as (
     select * from backfill_units
 ),

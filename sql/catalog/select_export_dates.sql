@@ -5,6 +5,7 @@
 -- output:  snapshot_id, snapshot_sha256, source, files (json text), first_seen_at,
 --          first_run_id, first_run_date
 -- grain:   one row per landed export snapshot
+-- key:     snapshot_id
 with landed as (
     select snapshot_id, snapshot_sha256, source, files, first_seen_at
     from exports

@@ -2,6 +2,7 @@
 -- inputs:  none
 -- output:  at most one row: version, previous_version, action
 -- grain:   one publish event
+-- key:     -
 with final as (
     select version, previous_version, action
     from publish_events

@@ -4,6 +4,7 @@
 --          $week, $min_impressions, $ctr_threshold, $n_samples, $mined_at
 -- output:  rows for review_low_click_answers
 -- grain:   one row per entry_id shown at least once in the week
+-- key:     entry_id
 with searches as (
     select query_id, query, result_ids[1:3] as top3
     from search_events

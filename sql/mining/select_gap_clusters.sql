@@ -1,31 +1,13 @@
 -- purpose: gap topics of one week: the gap queries grouped by the cluster Python assigned to
 --          their normalised text, with size, distinct users and sessions, why they are gaps,
 --          example queries and the nearest KB entry (the most frequent top-1 result) and score.
--- inputs:  search_events, click_events, staged_gap_assignments (query, cluster_id);
+-- inputs:  gap_events (create_gap_events), staged_gap_assignments (query, cluster_id);
 --          $start_at, $end_at, $week, $n_samples, $mined_at
 -- output:  rows for review_kb_gaps
 -- grain:   one row per cluster
-with searches as (
-    select query_id, session_id, user_id, query, result_ids, top1_score, threshold, handoff
-    from search_events
-    where ts >= $start_at and ts < $end_at
-),
-
-clicked as (
-    select distinct query_id from click_events
-    where query_id in (select query_id from searches)
-),
-
-gaps as (
-    select
-        s.*,
-        (s.top1_score is null or s.top1_score < s.threshold) as low_score,
-        s.query_id not in (select query_id from clicked) as no_click
-    from searches as s
-    where s.handoff
-        or s.top1_score is null
-        or s.top1_score < s.threshold
-        or s.query_id not in (select query_id from clicked)
+-- key:     cluster_id
+with gaps as (
+    select * from gap_events($start_at, $end_at)
 ),
 
 assigned as (

@@ -2,6 +2,7 @@
 -- inputs:  review_kb_gaps; $week
 -- output:  the week's rows in review order
 -- grain:   as review_kb_gaps
+-- key:     week, cluster_id
 with week_rows as (
     select * from review_kb_gaps where week = $week
 ),

@@ -2,6 +2,7 @@
 -- inputs:  review_low_click_answers; $week
 -- output:  the week's rows in review order
 -- grain:   as review_low_click_answers
+-- key:     week, entry_id
 with week_rows as (
     select * from review_low_click_answers where week = $week
 ),

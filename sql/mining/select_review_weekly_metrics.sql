@@ -2,6 +2,7 @@
 -- inputs:  review_weekly_metrics; $week
 -- output:  the week's rows in review order
 -- grain:   as review_weekly_metrics
+-- key:     week
 with week_rows as (
     select * from review_weekly_metrics where week = $week
 ),

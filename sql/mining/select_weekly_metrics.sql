@@ -7,6 +7,7 @@
 --          $mined_at
 -- output:  one row for review_weekly_metrics (also when the week has no events)
 -- grain:   one row per week
+-- key:     week
 with searches as (
     select query_id, session_id, user_id, latency_ms, top1_score, fallback_level, handoff
     from search_events

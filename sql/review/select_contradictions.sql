@@ -2,6 +2,7 @@
 -- inputs:  review_contradictions; $version
 -- output:  the version's rows: semantic pairs first, then those hidden by merges
 -- grain:   one row per contradicting fact of a near-duplicate pair
+-- key:     source, entry_a, entry_b, fact_kind, value_a, value_b
 with version_rows as (
     select * from review_contradictions where version = $version
 ),

@@ -3,6 +3,7 @@
 -- inputs:  review_versions, publish_events
 -- output:  one row (version, is_live, reviewed_at), or none when nothing was ever reviewed
 -- grain:   one row
+-- key:     -
 with live as (
     select version from publish_events order by event_at desc limit 1
 ),

@@ -2,6 +2,7 @@
 -- inputs:  review_versions; $limit
 -- output:  up to $limit rows
 -- grain:   one row per version
+-- key:     version
 with final as (
     select * from review_versions order by reviewed_at desc limit $limit
 )

@@ -2,6 +2,7 @@
 -- inputs:  review_semantic_duplicates; $version
 -- output:  the version's pairs, newest first, then the strongest
 -- grain:   one row per entry pair
+-- key:     entry_a, entry_b
 with version_rows as (
     select * from review_semantic_duplicates where version = $version
 ),

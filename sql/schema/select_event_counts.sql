@@ -2,6 +2,7 @@
 -- inputs:  none
 -- output:  one row: n_searches, n_clicks
 -- grain:   whole database
+-- key:     -
 with searches as (
     select count(*) as n_searches from search_events
 ),

@@ -19,8 +19,37 @@ from kbflow.errors import ContractError
 
 OUTCOMES = ("indexed", "duplicate", "stale", "unpublished", "quarantined")
 
+
 _str = pa.string()
+
+
 _strs = pa.list_(pa.string())
+
+#: The columns of the export format, in order (README: Export format): the one list of them.
+#: ``EXPORT_LIST_FIELDS`` hold several values (a list in JSONL/Parquet, ``||``-separated in
+#: CSV/XLSX); every other column of an export is kept as ``metadata``.
+EXPORT_FIELDS = (
+    "id",
+    "title",
+    "answer",
+    "similar_questions",
+    "category",
+    "tags",
+    "status",
+    "updated_at",
+    "effective_from",
+    "expires_at",
+    "lang",
+)
+EXPORT_LIST_FIELDS = ("similar_questions", "tags")
+
+
+def _export_columns(id_name: str) -> list[tuple[str, pa.DataType]]:
+    return [
+        (id_name if f == "id" else f, _strs if f in EXPORT_LIST_FIELDS else _str)
+        for f in EXPORT_FIELDS
+    ]
+
 
 #: One parsed input row. ``row_id`` is the row's ordinal in the snapshot (0..n-1, stable for
 #: a given export); ``source_file``/``source_line`` say where it came from; unknown columns
@@ -30,20 +59,11 @@ RAW_ROW = pa.schema(
         ("row_id", pa.int64()),
         ("source_file", _str),
         ("source_line", pa.int64()),
-        ("id", _str),
-        ("title", _str),
-        ("answer", _str),
-        ("similar_questions", _strs),
-        ("category", _str),
-        ("tags", _strs),
-        ("status", _str),
-        ("updated_at", _str),
-        ("effective_from", _str),
-        ("expires_at", _str),
-        ("lang", _str),
+        *_export_columns("id"),
         ("metadata", _str),
     ]
 )
+
 
 #: A row that could not be used, with the check that failed. ``raw`` is the row as JSON.
 QUARANTINE_ROW = pa.schema(
@@ -58,27 +78,19 @@ QUARANTINE_ROW = pa.schema(
     ]
 )
 
+
 #: A normalised, deduplicated KB entry. ``row_id`` is the canonical row's input row;
 #: ``merged_ids`` the entry ids merged into it as duplicates (their rows are in DEDUP_MERGE).
 CLEAN_ENTRY = pa.schema(
     [
-        ("entry_id", _str),
-        ("title", _str),
-        ("answer", _str),
-        ("similar_questions", _strs),
-        ("category", _str),
-        ("tags", _strs),
-        ("status", _str),
-        ("updated_at", _str),
-        ("effective_from", _str),
-        ("expires_at", _str),
-        ("lang", _str),
+        *_export_columns("entry_id"),
         ("metadata", _str),
         ("content_hash", _str),
         ("row_id", pa.int64()),
         ("merged_ids", _strs),
     ]
 )
+
 
 #: One recorded merge: ``merged_id`` was folded into ``canonical_id``.
 DEDUP_MERGE = pa.schema(
@@ -93,6 +105,7 @@ DEDUP_MERGE = pa.schema(
     ]
 )
 
+
 #: Final outcome of every input row; exactly one line per ``row_id``.
 ROW_OUTCOME = pa.schema(
     [
@@ -104,6 +117,7 @@ ROW_OUTCOME = pa.schema(
     ]
 )
 
+
 #: An entry that is not published because it expired (or is not yet effective).
 STALE_ENTRY = pa.schema(
     [
@@ -114,6 +128,7 @@ STALE_ENTRY = pa.schema(
         ("stale_since", _str),
     ]
 )
+
 
 #: A retrievable unit. ``passage_id`` = ``entry_id:ordinal``; ``text`` is what is embedded and
 #: BM25-indexed (with the heading prefix); ``display`` is what search shows.
@@ -134,7 +149,7 @@ PASSAGE = pa.schema(
 
 
 #: A review-stage pair of different entries whose titles/similar questions mean the same
-#: (``kbflow.semantic``). ``matched_*``: the passage id of the matching similar question, or
+#: (``kbflow.review.semantic``). ``matched_*``: the passage id of the matching similar question, or
 #: ``<entry_id>:title``; ``text_*`` its text. Rows are ordered newest first.
 REVIEW_SEMANTIC_DUPLICATE = pa.schema(
     [
@@ -158,7 +173,8 @@ REVIEW_SEMANTIC_DUPLICATE = pa.schema(
     ]
 )
 
-#: A fact two near-duplicate answers state with different values (``kbflow.facts``).
+
+#: A fact two near-duplicate answers state with different values (``kbflow.review.facts``).
 #: ``source``: semantic | minhash_near | minhash_exact; for a merge ``entry_a`` is the canonical
 #: entry and ``entry_b`` the merged one, and ``note`` says what the merge hid.
 REVIEW_CONTRADICTION = pa.schema(

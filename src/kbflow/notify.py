@@ -17,17 +17,24 @@ import logging
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from datetime import date
 from typing import Any
 from urllib.parse import urlsplit
 
-from kbflow.home import DataHome
+from kbflow.results import Notice
 from kbflow.settings import NotifySettings
+from kbflow.store.home import DataHome
 
 log = logging.getLogger(__name__)
 
+
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
 _MAX_BACKOFF = 30.0
+
+
 _USER_AGENT = "kbflow-notify/1"
 
 
@@ -53,7 +60,7 @@ _OPENER = urllib.request.build_opener(_NoRedirect)
 
 def send_notice(
     payload: dict[str, Any], settings: NotifySettings, sleep: Any = time.sleep
-) -> dict[str, Any] | None:
+) -> Notice | None:
     """POST ``payload`` as JSON to ``settings.webhook_url``.
 
     Returns None when no webhook is configured, else ``{"sent", "url" (redacted), "status"
@@ -111,7 +118,7 @@ def notice_payload(
     """The notice of a run that ended ``status`` (``failed`` or ``blocked``): what happened,
     what is live now (it keeps serving) and where the report will be. ``text`` is a one-line
     summary that chat webhooks (Slack, Mattermost, Feishu-style bots) display as is."""
-    from kbflow.publish import current_version
+    from kbflow.store.versions import current_version
 
     try:
         live = current_version(home.indexes)
@@ -151,7 +158,7 @@ def notify_run(
     status: str,
     message: str | None,
     settings: NotifySettings,
-) -> dict[str, Any] | None:
+) -> Notice | None:
     """Send the notice of a failed or blocked run; the result goes into the run's report.
     Never raises (see ``send_notice``); None when no webhook is configured."""
     if settings.webhook_url is None:
@@ -164,7 +171,7 @@ def notify_run(
     return send_notice(payload, settings)
 
 
-def describe_notice(notice: dict[str, Any] | None) -> str | None:
+def describe_notice(notice: Mapping[str, Any] | None) -> str | None:
     """One line for reports: ``sent to http://host:port/… (HTTP 200, 2 attempts)``."""
     if not notice:
         return None

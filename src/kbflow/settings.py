@@ -6,13 +6,21 @@ Nested values use ``__`` in environment variables, e.g. ``KBFLOW_CLEAN__NEAR_DUP
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+from datetime import date, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from kbflow import __version__
+from kbflow.errors import ConfigError
+from kbflow.lsh import optimal_lsh_params
 
 
 class ValidateSettings(BaseModel):
@@ -63,7 +71,7 @@ class EmbedSettings(BaseModel):
     model: str = "auto"
     """Model name. ``auto`` (``local`` backend only): the KB's language picks a bundled model
     when a version is built, all-MiniLM-L6-v2 for English, multilingual-e5-small for Chinese
-    and every other language (``kbflow.languages``); either name picks it explicitly."""
+    and every other language (``kbflow.embed.choose``); either name picks it explicitly."""
     auto_threshold: float = Field(0.5, gt=0, lt=1)
     """``auto``: share of English entries at or above which the English model is chosen."""
     auto_hysteresis: float = Field(0.1, ge=0, lt=0.5)
@@ -244,7 +252,7 @@ class ReviewSettings(BaseModel):
     enabled: bool = True
     false_pair_rate: float = Field(0.05, gt=0, lt=1)
     """Share of entries that may be listed with a partner that means something else; the
-    threshold is calibrated per version to keep it (see ``kbflow.semantic``). At 1% the
+    threshold is calibrated per version to keep it (see ``kbflow.review.semantic``). At 1% the
     embedded English model needs 0.92 on examples/kb_en and finds almost nothing."""
     k_neighbors: int = Field(10, ge=1, le=200)
     """Nearest title/similar-question vectors of other entries looked at per vector."""
@@ -307,6 +315,32 @@ class NotifySettings(BaseModel):
         return url
 
 
+class MiningSettings(BaseModel):
+    """Settings of ``kb-weekly-mining`` (``KBFLOW_MINING__*``)."""
+
+    timezone: str = "Asia/Shanghai"
+    min_impressions: int = Field(20, ge=1)
+    """An answer is flagged only with at least this many top-3 impressions in the week."""
+    ctr_threshold: float = Field(0.10, ge=0, le=1)
+    sample_queries: int = Field(3, ge=1)
+    example_queries: int = Field(5, ge=1)
+    p95_alert_ms: float = 300.0
+    fallback_alert_rate: float = 0.15
+    handoff_alert_rate: float = 0.15
+    ks_alert_threshold: float = Field(0.15, gt=0, le=1)
+    """Two-sample KS statistic of top-1 scores, this week against last, above which we alert.
+    With 10k+ queries a week any real shift of the score distribution exceeds it; sampling
+    noise stays near 1.36/sqrt(n) (about 0.02 at n = 10k)."""
+    min_ks_samples: int = Field(50, ge=1)
+    histogram_bins: int = Field(20, ge=2, le=200)
+    cluster_threshold: float = Field(0.4, gt=0, lt=1)
+    """Jaccard similarity of character-bigram sets above which two gap queries are one topic."""
+    num_perm: int = Field(128, ge=16)
+    max_gap_queries: int = Field(50_000, ge=1)
+    duckdb_memory_limit: str = "3GB"
+    duckdb_threads: int | None = None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="KBFLOW_",
@@ -327,30 +361,67 @@ class Settings(BaseSettings):
     gate: GateSettings = Field(default_factory=lambda: GateSettings())
     review: ReviewSettings = Field(default_factory=lambda: ReviewSettings())
     notify: NotifySettings = Field(default_factory=lambda: NotifySettings())
+    mining: MiningSettings = Field(default_factory=lambda: MiningSettings())
 
     @property
     def validation(self) -> ValidateSettings:
         return self.validate_
 
 
-def optimal_lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
-    """Bands and rows for ``num_perm`` permutations that best separate around ``threshold``."""
-    best: tuple[float, int, int] | None = None
-    steps = 200
-    for b in range(1, num_perm + 1):
-        for r in range(1, num_perm // b + 1):
-            fp = sum(
-                (1 - (1 - (threshold * i / steps) ** r) ** b) * threshold / steps
-                for i in range(steps)
-            )
-            fn = sum(
-                (1 - (1 - (1 - (threshold + (1 - threshold) * i / steps) ** r) ** b))
-                * (1 - threshold)
-                / steps
-                for i in range(steps)
-            )
-            err = 0.5 * fp + 0.5 * fn
-            if best is None or err < best[0]:
-                best = (err, b, r)
-    assert best is not None
-    return best[1], best[2]
+def load_settings(home: str | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+    """``Settings`` from ``KBFLOW_*`` variables, then ``home`` and dotted ``overrides``
+    (``{"embed.dim": 256}``) on top. Raises ``ConfigError`` with the field at fault."""
+    from pydantic import ValidationError
+
+    try:
+        base = Settings()
+        data = base.model_dump(by_alias=True)
+        if home:
+            data["home"] = home
+        for dotted, value in (overrides or {}).items():
+            if value is None:
+                continue
+            node = data
+            *parents, leaf = dotted.split(".")
+            for p in parents:
+                node = node.setdefault(p, {})
+            node[leaf] = value
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ConfigError(
+            f"invalid setting {'.'.join(str(x) for x in first['loc'])}: {first['msg']}"
+        ) from exc
+
+
+def parse_run_date(value: str | date | None) -> date:
+
+    if value is None or value == "":
+        return today_in()
+    if isinstance(value, date):
+        return value
+    try:
+        return date.fromisoformat(value)
+    except ValueError as exc:
+        raise ConfigError(f"--run-date {value!r} is not a date; use YYYY-MM-DD") from exc
+
+
+def today_in(tz: str = "Asia/Shanghai") -> date:
+
+    return datetime.now(ZoneInfo(tz)).date()
+
+
+def settings_fingerprint(settings: Settings) -> str:
+    """Hash of every setting that changes what a version contains."""
+    parts = {
+        "clean": settings.clean.model_dump(),
+        "chunk": settings.chunk.model_dump(),
+        "embed": {
+            k: v
+            for k, v in settings.embed.model_dump().items()
+            if k in ("backend", "model", "dim", "query_instruction")
+        },
+        "index": settings.index.model_dump(exclude={"keep_versions"}),
+        "code": __version__,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]

@@ -1,7 +1,7 @@
 """Every bad export of the corpus (``corpus.py``) gives its expected outcome, and nothing else.
 
 Each case runs through the core stages (pull → validate → clean → chunk → account → report,
-``kbflow.pipeline``, no Prefect) into a fresh data home. Whatever the case, the run must:
+``kbflow.<package>.stage``, no Prefect) into a fresh data home. Whatever the case, the run must:
 
 - stop with exactly the expected ``KbflowError`` (one line of message), or complete with the
   expected quarantine reasons, and never raise anything else;
@@ -31,11 +31,17 @@ from typing import Any
 
 import pytest
 
-from kbflow import pipeline
+from kbflow.account import account_stage
+from kbflow.chunk.stage import chunk_stage
+from kbflow.clean.stage import clean_stage
 from kbflow.contracts import CLEAN_ENTRY, OUTCOMES, PASSAGE, QUARANTINE_ROW, read_table
 from kbflow.errors import KbflowError
-from kbflow.home import DataHome
+from kbflow.pull.stage import pull_stage
+from kbflow.report.stage import report_stage
+from kbflow.run import start_run
 from kbflow.settings import Settings
+from kbflow.store.home import DataHome
+from kbflow.validate.stage import validate_stage
 
 from ..unit.helpers import assert_report_markup_is_ours
 from .corpus import CASES, OUTSIDE_MARKER, Case
@@ -139,17 +145,17 @@ def run_case(source: Path, root: Path) -> Run:
     """pull → validate → clean → chunk → account, then the report, as the nightly flow does."""
     settings = Settings()
     home = DataHome.at(root)
-    pipeline.start_run(home, RUN_ID, RUN_DATE)
+    start_run(home, RUN_ID, RUN_DATE)
     error: KbflowError | None = None
     try:
-        pulled = pipeline.pull_stage(home, RUN_ID, str(source))
-        validated = pipeline.validate_stage(home, RUN_ID, pulled, settings)
-        pipeline.clean_stage(home, RUN_ID, RUN_DATE, settings)
-        pipeline.chunk_stage(home, RUN_ID, settings)
-        rows = pipeline.account_stage(home, RUN_ID, pulled)
+        pulled = pull_stage(home, RUN_ID, str(source))
+        validated = validate_stage(home, RUN_ID, pulled, settings)
+        clean_stage(home, RUN_ID, RUN_DATE, settings)
+        chunk_stage(home, RUN_ID, settings)
+        rows = account_stage(home, RUN_ID, pulled)
     except KbflowError as exc:
         error = exc
-    summary = pipeline.report_stage(
+    summary = report_stage(
         home, RUN_ID, RUN_DATE, "failed" if error else "ok", str(error) if error else None
     )
     run = Run(error=error, report=Path(summary["report"]).read_text(encoding="utf-8"))

@@ -40,7 +40,8 @@ def test_derive_export_changes_and_deletes_exactly_what_it_says(tmp_path: Path) 
     assert sum(st.files.values()) == 400 - 2
     assert not set(st.changed_ids) & set(st.deleted_ids)
     # the edited records are still readable by the pipeline's reader, in their own encodings
-    from kbflow.sources import discover_export, read_export
+    from kbflow.pull.discover import discover_export
+    from kbflow.pull.readers import read_export
 
     def answers(folder: Path) -> dict[str, list[str]]:
         rows = read_export(folder, discover_export(str(folder))).rows

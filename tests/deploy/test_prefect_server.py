@@ -22,7 +22,7 @@ from typing import Any
 import duckdb
 import pytest
 
-from kbflow.publish import current_version, list_versions
+from kbflow.store.versions import current_version, list_versions
 
 ROOT = Path(__file__).resolve().parents[2]
 ZH = ROOT / "examples" / "kb_zh"
@@ -111,7 +111,7 @@ def test_deploy_from_prefect_yaml_trigger_through_the_api_and_run_with_a_worker(
             assert state is not None and state.is_completed(), (state, logs)
 
             # the same backfill submitted twice is one flow run (Prefect idempotency key)
-            from flows.backfill import submit_backfill
+            from kbflow_deployments.submit import submit_backfill
 
             params = {"home": str(home), "reembed": True, "dim": 256}
             first, second = submit_backfill(params), submit_backfill(params)

@@ -21,18 +21,18 @@ import duckdb
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from kbflow_flows.backfill import kb_backfill
+from kbflow_flows.nightly import kb_nightly
 
-from flows.backfill import kb_backfill
-from flows.nightly import kb_nightly
-from kbflow import cli
+from kbflow.cli.main import main
 from kbflow.errors import BackfillFailed
-from kbflow.index import read_manifest
-from kbflow.logstore import LogWriter
-from kbflow.mining import read_review_tables
-from kbflow.publish import current_version, list_versions
-from kbflow.runconfig import load_settings
-from kbflow.search import make_searcher
-from kbflow.simulate import load_golden, simulate_week
+from kbflow.mining.simulate import simulate_week
+from kbflow.mining.tables import read_week_tables
+from kbflow.search.searcher import make_searcher
+from kbflow.settings import load_settings
+from kbflow.store.golden import load_golden
+from kbflow.store.logs import LogWriter
+from kbflow.store.versions import current_version, list_versions, read_manifest
 
 from ..conftest import EXAMPLES
 
@@ -165,7 +165,7 @@ def test_the_same_backfill_triggered_again_does_nothing(
     runs_before = catalog_rows(home, "select count(*) from runs")[0][0]
     versions_before = [v.version for v in list_versions(home / "indexes")]
     live = current_version(home / "indexes")
-    code = cli.main(["backfill", "--home", str(home), "--exports-from", DATES[0],
+    code = main(["backfill", "--home", str(home), "--exports-from", DATES[0],
                      "--exports-to", DATES[-1], "--json"])  # fmt: skip
     again = json.loads(capsys.readouterr().out)
     assert code == 0 and again["counts"] == {"skipped": 3}
@@ -218,8 +218,9 @@ def test_reembed_publishes_a_new_dimension_while_the_old_version_keeps_answering
     (unit,) = reembedded["result"]["units"]
     assert unit["status"] == "published" and unit["version"] == new != old
     m_new, m_old = read_manifest(home / "indexes" / new), read_manifest(home / "indexes" / old)
-    assert m_new["embedding"]["model_key"] == "all-MiniLM-L6-v2@256"
-    assert m_old["embedding"]["model_key"] == "all-MiniLM-L6-v2@384"
+    # the Chinese sample's model (embed.model auto), at another dimension
+    assert m_new["embedding"]["model_key"] == "multilingual-e5-small@256"
+    assert m_old["embedding"]["model_key"] == "multilingual-e5-small@384"
     assert np.load(home / "indexes" / new / "vectors.npy").shape[1] == 256
     # the same snapshot, passages and cleaning: only the vectors changed
     assert m_new["passages_fingerprint"] == m_old["passages_fingerprint"]
@@ -260,7 +261,7 @@ def test_past_weeks_are_remined_once(home: Path, reembedded: dict[str, Any]) -> 
     first = kb_backfill(home=str(home), weeks="2026-W46..2026-W47")
     assert first["counts"] == {"done": 2}
     for week in ("2026-W46", "2026-W47"):
-        metrics = read_review_tables(home / "logs.duckdb", week)["weekly_metrics"].to_pylist()
+        metrics = read_week_tables(home / "logs.duckdb", week)["weekly_metrics"].to_pylist()
         assert metrics and metrics[0]["n_queries"] >= 8
         assert (home / "reports" / "weekly" / week).is_dir()
     again = kb_backfill(home=str(home), weeks="2026-W46..2026-W47")
@@ -281,9 +282,7 @@ def test_a_failed_unit_fails_the_backfill_after_the_others_and_is_tried_again(
     first = catalog_rows(home, "select unit, status, run_id from backfill_units order by unit")
     assert [(u, s) for u, s, _ in first] == [("2026-W46", "failed"), ("2026-W47", "failed")]
     # triggered again: failed units are not "done", so they run again (and fail again)
-    code = cli.main(
-        ["backfill", "--home", str(home), "--weeks", weeks, "--set", "min_impressions=0"]
-    )
+    code = main(["backfill", "--home", str(home), "--weeks", weeks, "--set", "min_impressions=0"])
     assert code == BackfillFailed.exit_code
     assert capsys.readouterr().err.startswith("kbflow: 2 of 2 backfill units failed")
     again = catalog_rows(home, "select unit, status, run_id from backfill_units order by unit")

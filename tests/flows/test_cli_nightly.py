@@ -57,3 +57,26 @@ def test_nightly_json_then_search_and_eval(tmp_path: Path):
     m = json.loads(ev.stdout)
     assert m["n"] > 0 and 0 <= m["hit@1"] <= m["hit@3"] <= m["hit@10"] <= 1
     assert "auroc" in m["handoff"]
+
+
+def test_missing_source_is_reported_without_traceback(tmp_path: Path):
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kbflow.cli",
+            "nightly",
+            "--home",
+            str(tmp_path / "h"),
+            "--source",
+            str(tmp_path / "nope"),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode != 0
+    # one line that names the missing source, and no traceback anywhere in stderr
+    assert "Traceback" not in out.stderr
+    assert "nope" in out.stderr.strip().splitlines()[-1]

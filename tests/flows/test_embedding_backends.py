@@ -1,6 +1,6 @@
 """kb-nightly through the ``openai`` and ``sglang`` backends, against the real embeddings server.
 
-The ``sglang`` tests launch ``python -m kbflow.embed_server`` through the same launcher code
+The ``sglang`` tests launch ``python -m kbflow.embed.server`` through the same launcher code
 that starts ``sglang.launch_server`` on a GPU host (SGLang itself needs a GPU).
 """
 
@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from kbflow_flows.nightly import kb_nightly
 
-from flows.nightly import kb_nightly
+from kbflow.embed.sglang import run_workers
 from kbflow.errors import EmbeddingError
-from kbflow.publish import current_version
 from kbflow.settings import EmbedSettings
-from kbflow.sglang_worker import run_workers
+from kbflow.store.versions import current_version
 
 from ..conftest import EXAMPLES
 from ..embedserver import pid_alive, shared_server
@@ -32,7 +32,7 @@ def launcher(pid_dir: Path, *extra: str) -> list[str]:
     return [
         "{python}",
         "-m",
-        "kbflow.embed_server",
+        "kbflow.embed.server",
         "--threads",
         "1",
         "--port",
@@ -183,8 +183,8 @@ def test_sglang_needs_a_model_path_with_the_default_launcher():
 
 
 def test_calibration_of_an_instructed_model_gets_its_own_workers(tmp_path: Path):
-    from kbflow.embed import make_embedder
-    from kbflow.pipeline import calibration_settings
+    from kbflow.embed.factory import make_embedder
+    from kbflow.embed.sglang import query_embed_settings
     from kbflow.settings import Settings
 
     settings = Settings(
@@ -193,10 +193,10 @@ def test_calibration_of_an_instructed_model_gets_its_own_workers(tmp_path: Path)
         )
     )
     plain = {"query_template": None, "task": None}
-    with calibration_settings(settings, plain) as same:
+    with query_embed_settings(settings, plain) as same:
         assert same is settings and worker_pids(tmp_path) == []
     instructed = {"query_template": "Instruct: {task}\nQuery:{query}", "task": "Find FAQ"}
-    with calibration_settings(settings, instructed) as cal:
+    with query_embed_settings(settings, instructed) as cal:
         assert cal.embed.backend == "openai" and len(cal.embed.urls) == 1
         assert make_embedder(cal.embed).embed_queries(["怎么退货"]).shape == (1, 384)
     (pid,) = worker_pids(tmp_path)

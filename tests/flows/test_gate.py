@@ -13,10 +13,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from kbflow_flows.nightly import kb_nightly
 
-from flows.nightly import kb_nightly
-from kbflow.index import read_manifest
-from kbflow.publish import current_version, list_versions
+from kbflow.store.versions import current_version, list_versions, read_manifest
 
 from ..conftest import EXAMPLES
 
@@ -88,11 +87,11 @@ def test_calibration_is_dense_heavy_on_chinese_and_uses_out_of_scope_queries(fir
 
 
 def test_the_chinese_sample_answers_its_test_queries(home: Path, first: dict):
-    from kbflow.calibrate import embed_settings_for
-    from kbflow.embed import make_embedder
-    from kbflow.evaluate import evaluate, load_golden
-    from kbflow.retrieval import LoadedVersion
+    from kbflow.embed.factory import embed_settings_for, make_embedder
+    from kbflow.gate.evaluate import evaluate
+    from kbflow.index.version import LoadedVersion
     from kbflow.settings import EmbedSettings
+    from kbflow.store.golden import load_golden
 
     version = LoadedVersion(home / "indexes" / first["version"])
     queries = load_golden(ZH / "golden.jsonl", "test")  # never seen by calibration

@@ -13,12 +13,11 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from kbflow_flows.backfill import kb_reembed
+from kbflow_flows.nightly import kb_nightly
 
-from flows.backfill import kb_reembed
-from flows.nightly import kb_nightly
-from kbflow.embed import EmbeddingCache
-from kbflow.index import read_manifest
-from kbflow.publish import current_version
+from kbflow.embed.cache import EmbeddingCache
+from kbflow.store.versions import current_version, read_manifest
 
 from ..conftest import EXAMPLES
 

@@ -8,10 +8,17 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from kbflow_flows.nightly import kb_nightly
 
-from flows.nightly import kb_nightly
-from kbflow.contracts import CLEAN_ENTRY, PASSAGE, QUARANTINE_ROW, RAW_ROW, ROW_OUTCOME, read_table
-from kbflow.publish import current_version, list_versions
+from kbflow.contracts import (
+    CLEAN_ENTRY,
+    PASSAGE,
+    QUARANTINE_ROW,
+    RAW_ROW,
+    ROW_OUTCOME,
+    read_table,
+)
+from kbflow.store.versions import current_version, list_versions
 
 from ..conftest import EXAMPLES
 
@@ -87,11 +94,26 @@ def test_stage_files_match_their_contracts(home: Path, first: dict):
     read_table(run_dir / "validate" / "quarantine.parquet", QUARANTINE_ROW)
     entries = read_table(run_dir / "clean" / "entries.parquet", CLEAN_ENTRY)
     read_table(run_dir / "chunk" / "passages.parquet", PASSAGE)
-    read_table(run_dir / "account" / "outcomes.parquet", ROW_OUTCOME)
     meta = {r["entry_id"]: r["metadata"] for r in entries.to_pylist()}
+    outcomes = read_table(run_dir / "account" / "outcomes.parquet", ROW_OUTCOME).to_pylist()
+    outcome = {r["entry_id"]: (r["outcome"], r["detail"]) for r in outcomes}
+    designed = {
+        frozenset(p) for p in EXPECTED["near_duplicate_pairs"] + EXPECTED["exact_duplicate_pairs"]
+    }
+    indexed = 0
     for eid in EXPECTED["metadata_ids"]:
-        if eid in meta:
-            assert "owner" in json.loads(meta[eid])
+        match outcome[eid]:
+            case ("indexed", _):
+                # every indexed entry the sample gives an unknown column keeps it in metadata
+                assert "owner" in json.loads(meta[eid]), eid
+                indexed += 1
+            case ("duplicate", kept):  # a designed copy, merged into the entry that is indexed
+                assert frozenset((eid, kept)) in designed, eid
+            case ("stale", _):
+                assert eid in EXPECTED["expired_ids"], eid
+            case other:
+                raise AssertionError(f"{eid}: {other}")
+    assert indexed >= 10
 
 
 def test_broken_rows_are_quarantined_with_reasons(home: Path, first: dict):
@@ -167,9 +189,9 @@ def test_review_stage_writes_its_tables_and_the_report_section(home: Path, first
 def test_search_answers_a_colloquial_query_with_a_title_prefixed_sop_passage(
     home: Path, first: dict
 ):
-    from kbflow.cli import _searcher
+    from kbflow.cli.search import searcher_for
 
-    searcher = _searcher(home)
+    searcher = searcher_for(home)
     res = searcher.search("我单子咋还没到", k=3)
     assert res.version == first["version"] and len(res.results) == 3
     assert not res.handoff and res.fallback_level == 0  # answered, not handed to a human
@@ -245,7 +267,7 @@ def test_failed_batch_leaves_the_live_version_untouched(home: Path, tmp_path: Pa
 
 
 def test_rollback_restores_the_previous_version(home: Path, first: dict, capsys):
-    from kbflow.cli import main
+    from kbflow.cli.main import main
 
     live = current_version(home / "indexes")
     assert live != first["version"]
@@ -263,7 +285,7 @@ def test_entries_missing_from_a_new_snapshot_are_retired(home: Path, tmp_path: P
     res = run(home, src)
     assert res["status"] == "published"
     assert res["retired"] >= 10
-    from kbflow.retrieval import LoadedVersion
+    from kbflow.index.version import LoadedVersion
 
     v = LoadedVersion(home / "indexes" / res["version"])
     assert not any(e.startswith("leg-") for e in v.entry_ids)
@@ -295,9 +317,9 @@ def test_a_run_killed_during_calibration_leaves_nothing_the_next_run_keeps(
     """The version folder is renamed into place before calibration: a run that dies there
     leaves a complete but uncalibrated, never-live version. The next run publishes its own and
     prunes that one."""
-    import kbflow.pipeline as pipeline
+    import kbflow.index.stage as index_stage
 
-    real = pipeline.calibrate_index
+    real = index_stage.calibrate_index
     calls = {"n": 0}
 
     def dies_once(*a, **kw):
@@ -306,7 +328,7 @@ def test_a_run_killed_during_calibration_leaves_nothing_the_next_run_keeps(
             raise KeyboardInterrupt("killed during calibration")
         return real(*a, **kw)
 
-    monkeypatch.setattr(pipeline, "calibrate_index", dies_once)
+    monkeypatch.setattr(index_stage, "calibrate_index", dies_once)
     home = tmp_path / "home"
     with pytest.raises(KeyboardInterrupt):
         run(home, ZH / "export")

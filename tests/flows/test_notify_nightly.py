@@ -9,10 +9,10 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from kbflow_flows.nightly import kb_nightly
 
-from flows.nightly import kb_nightly
 from kbflow.errors import ValidationFailed
-from kbflow.publish import current_version
+from kbflow.store.versions import current_version
 
 from ..conftest import EXAMPLES
 from ..webhook import TOKEN, webhook_server

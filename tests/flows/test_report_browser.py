@@ -15,11 +15,12 @@ from pathlib import Path
 import pytest
 
 from kbflow.contracts import QUARANTINE_ROW, table_from_rows
-from kbflow.mining import mine_week, render_week_report
-from kbflow.report import write_nightly_report
+from kbflow.mining.export import render_week_report
+from kbflow.mining.mine import mine_week
+from kbflow.report.nightly import write_nightly_report
 
 from ..conftest import ROOT
-from ..unit.test_mining import WEEK, build_week
+from ..unit.mining.test_mining import WEEK, build_week
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = ROOT / "test-artifacts"

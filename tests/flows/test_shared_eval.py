@@ -8,14 +8,14 @@ as good as the better single side at hit@3 (within 0.01 at hit@1).
 from __future__ import annotations
 
 import pytest
+from kbflow_flows.nightly import kb_nightly
 
-from flows.nightly import kb_nightly
-from kbflow.calibrate import embed_settings_for
-from kbflow.embed import make_embedder
-from kbflow.evaluate import evaluate, load_golden
-from kbflow.publish import live_version_dir
-from kbflow.retrieval import LoadedVersion
+from kbflow.embed.factory import embed_settings_for, make_embedder
+from kbflow.gate.evaluate import evaluate
+from kbflow.index.version import LoadedVersion
 from kbflow.settings import EmbedSettings
+from kbflow.store.golden import load_golden
+from kbflow.store.versions import live_version_dir
 
 from ..conftest import shared_set
 

@@ -10,13 +10,14 @@ from pathlib import Path
 import duckdb
 import pyarrow.parquet as pq
 import pytest
+from kbflow_flows.nightly import kb_nightly
+from kbflow_flows.weekly import kb_weekly_mining
 
-from flows.nightly import kb_nightly
-from flows.weekly import kb_weekly_mining
-from kbflow.logstore import LogWriter, event_counts
-from kbflow.search import Searcher
-from kbflow.settings import SearchSettings
-from kbflow.simulate import load_golden, simulate_week
+from kbflow.mining.simulate import simulate_week
+from kbflow.search.searcher import make_searcher
+from kbflow.settings import load_settings
+from kbflow.store.golden import load_golden
+from kbflow.store.logs import LogWriter, event_counts
 
 from ..conftest import EXAMPLES
 
@@ -27,11 +28,12 @@ SESSIONS = 30
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory, local_embedder) -> Path:
+def home(tmp_path_factory) -> Path:
     home = tmp_path_factory.mktemp("kbweekly")
     built = kb_nightly(source=str(ZH / "export"), run_date=RUN_DATE, home=str(home))
     assert built["status"] == "published"
-    searcher = Searcher(home / "indexes", SearchSettings(), lambda info: local_embedder)
+    # queries embedded with the version's own model (the multilingual one for this KB)
+    searcher = make_searcher(home, load_settings(str(home)))
     golden = load_golden(ZH / "golden.jsonl")
     with LogWriter(home / "logs.duckdb", batch_size=100, flush_s=0.5) as writer:
         simulated = simulate_week(searcher, writer, golden, WEEK, sessions=SESSIONS, seed=7)

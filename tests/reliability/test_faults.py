@@ -45,13 +45,27 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from kbflow import pipeline
-from kbflow.embed import EmbeddingCache
+from kbflow.account import account_stage
+from kbflow.chunk.stage import chunk_stage
+from kbflow.clean.stage import clean_stage
+from kbflow.embed.cache import EmbeddingCache
+from kbflow.embed.stage import embed_stage, model_stage, with_model
 from kbflow.errors import ConcurrentRunError, EndpointUnavailable, StorageError
-from kbflow.home import DataHome
-from kbflow.index import read_manifest
-from kbflow.publish import HISTORY, current_version, list_versions, live_version_dir
-from kbflow.runconfig import load_settings
+from kbflow.index.stage import index_stage
+from kbflow.publish.stage import publish_stage
+from kbflow.pull.stage import pull_stage
+from kbflow.report.stage import report_stage
+from kbflow.run import start_run
+from kbflow.settings import load_settings
+from kbflow.store.home import DataHome
+from kbflow.store.versions import (
+    HISTORY,
+    current_version,
+    list_versions,
+    live_version_dir,
+    read_manifest,
+)
+from kbflow.validate.stage import validate_stage
 
 from ..conftest import EXAMPLES
 from ..embedserver import embedding_server, shared_server
@@ -157,7 +171,7 @@ def assert_consistent(home: Path, cli: bool = False) -> str | None:
     """CURRENT names a complete version that loads and answers; the version listing (``kbflow
     versions`` itself with ``cli``) holds only complete versions, each of which loads. Returns
     the live version."""
-    from kbflow.retrieval import LoadedVersion
+    from kbflow.index.version import LoadedVersion
 
     indexes = home / "indexes"
     live = current_version(indexes)
@@ -238,11 +252,13 @@ def publish_base(home: Path, source: Path) -> None:
     data = DataHome.at(home)
     run_id, day = "20261124T010000-base00", date.fromisoformat(RUN_DATE)
     pulled = stage_run(home, source, settings, run_id)
-    embedded = pipeline.embed_stage(data, run_id, settings)
-    built = pipeline.index_stage(data, run_id, day, pulled, embedded, settings)
-    pipeline.account_stage(data, run_id, pulled)
-    pipeline.publish_stage(data, run_id, built["version"], settings)
-    assert pipeline.report_stage(data, run_id, day, "published")["status"] == "published"
+    # embed.model is auto: the KB's language picks the model, as the flow's model task does
+    settings = with_model(settings, model_stage(data, run_id, settings))
+    embedded = embed_stage(data, run_id, settings)
+    built = index_stage(data, run_id, day, pulled, embedded, settings)
+    account_stage(data, run_id, pulled)
+    publish_stage(data, run_id, built["version"], settings)
+    assert report_stage(data, run_id, day, "published")["status"] == "published"
 
 
 @pytest.fixture(scope="module")
@@ -366,7 +382,7 @@ PUBLISH_LOOP = textwrap.dedent(
     """
     import shutil, sys
     from pathlib import Path
-    from kbflow.publish import publish_version
+    from kbflow.publish.pointer import publish_version
 
     indexes, template, first = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
     print("ready", flush=True)
@@ -381,7 +397,7 @@ PUBLISH_LOOP = textwrap.dedent(
 
 
 def test_publish_and_prune_survive_kill_9_at_any_moment(tmp_path: Path) -> None:
-    from kbflow.index import clean_stale_builds
+    from kbflow.index.build import clean_stale_builds
 
     from ..unit.helpers import tiny_version
 
@@ -410,7 +426,7 @@ def test_publish_and_prune_survive_kill_9_at_any_moment(tmp_path: Path) -> None:
         assert all(v <= live for v in history), (history, live)
         listed = [v.version for v in list_versions(indexes)]
         assert live in listed and not any(n.startswith(".") for n in listed)
-        from kbflow.retrieval import LoadedVersion
+        from kbflow.index.version import LoadedVersion
 
         for name in listed:  # a prune killed mid-delete never leaves a listed, broken version
             LoadedVersion(indexes / name)
@@ -425,11 +441,11 @@ def test_publish_and_prune_survive_kill_9_at_any_moment(tmp_path: Path) -> None:
 def stage_run(home: Path, source: Path, settings: Any, run_id: str) -> dict[str, Any]:
     day = date.fromisoformat(RUN_DATE)
     data = DataHome.at(home)
-    pipeline.start_run(data, run_id, day)
-    pulled = pipeline.pull_stage(data, run_id, str(source))
-    pipeline.validate_stage(data, run_id, pulled, settings)
-    pipeline.clean_stage(data, run_id, day, settings)
-    pipeline.chunk_stage(data, run_id, settings)
+    start_run(data, run_id, day)
+    pulled = pull_stage(data, run_id, str(source))
+    validate_stage(data, run_id, pulled, settings)
+    clean_stage(data, run_id, day, settings)
+    chunk_stage(data, run_id, settings)
     return pulled
 
 
@@ -465,9 +481,9 @@ def test_embedding_server_fault_is_retried_then_fails_cleanly(
         run_id = f"20261124T030000-{fault[:6]}"
         stage_run(home, source, settings, run_id)
         with pytest.raises(EndpointUnavailable, match=message) as info:
-            pipeline.embed_stage(data, run_id, settings)
+            embed_stage(data, run_id, settings)
         assert "\n" not in str(info.value) and server.url in str(info.value)
-        pipeline.report_stage(data, run_id, date.fromisoformat(RUN_DATE), "failed", str(info.value))
+        report_stage(data, run_id, date.fromisoformat(RUN_DATE), "failed", str(info.value))
         if fault == "dies":
             assert server.process.wait(timeout=30) == 17
         elif fault == "answers_503":
@@ -486,7 +502,7 @@ def test_embedding_server_fault_is_retried_then_fails_cleanly(
     healthy = load_settings(str(home), {**overrides, "embed.urls": [shared_server().url]})
     rerun = f"20261124T040000-{fault[:6]}"
     stage_run(home, source, healthy, rerun)
-    done = pipeline.embed_stage(data, rerun, healthy)
+    done = embed_stage(data, rerun, healthy)
     needed = set(pq.read_table(home / "runs" / rerun / "chunk" / "passages.parquet")
                  .column("text_hash").to_pylist())  # fmt: skip
     assert (done["embedded"], done["cached"]) == (len(needed - known), len(needed & known))
@@ -535,7 +551,8 @@ def test_full_disk_fails_the_run_cleanly_and_the_live_version_serves(
         resource.setrlimit(resource.RLIMIT_FSIZE, (FSIZE_LIMIT, FSIZE_LIMIT))
 
     prefect_home = tempfile.mkdtemp(prefix="kbflow-prefect-fsize-")  # its DB stays small
-    env = cli_env(PREFECT_HOME=prefect_home)
+    # random words read as no language: pin the model whose key the vectors were cached under
+    env = cli_env(PREFECT_HOME=prefect_home, KBFLOW_EMBED__MODEL="all-MiniLM-L6-v2")
     env.pop("PREFECT_LOGGING_LEVEL")  # as a user runs it
     code, out = run_nightly(
         home, source, tmp_path / "run.log", env=env, preexec_fn=limit_file_size, verbose=False

@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from kbflow.chunk import chunk_entries
+from kbflow.chunk.passages import chunk_entries
 from kbflow.contracts import CLEAN_ENTRY, table_from_rows
-from kbflow.embed import EmbeddingCache, describe, embed_missing
-from kbflow.index import build_version, update_manifest
+from kbflow.embed.base import describe
+from kbflow.embed.cache import EmbeddingCache, embed_missing
+from kbflow.index.build import build_version
 from kbflow.settings import Settings
+from kbflow.store.versions import update_manifest
 
 
 def entry(

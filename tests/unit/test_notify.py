@@ -11,10 +11,9 @@ from pathlib import Path
 import pytest
 
 from kbflow.errors import ConfigError
-from kbflow.home import DataHome
 from kbflow.notify import describe_notice, notify_run, redact_url, send_notice
-from kbflow.runconfig import load_settings
-from kbflow.settings import NotifySettings
+from kbflow.settings import NotifySettings, load_settings
+from kbflow.store.home import DataHome
 
 from ..webhook import TOKEN, webhook_server
 

@@ -28,9 +28,11 @@ import pyarrow.compute as pc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kbflow import pipeline
-from kbflow.chunk import chunk_entries
-from kbflow.clean import clean_rows
+from kbflow.account import account_stage
+from kbflow.chunk.passages import chunk_entries
+from kbflow.clean.dedup import clean_rows
+from kbflow.clean.normalize import content_hash, hash_normalized, normalize_text
+from kbflow.clean.stage import clean_stage
 from kbflow.contracts import (
     CLEAN_ENTRY,
     OUTCOMES,
@@ -40,9 +42,10 @@ from kbflow.contracts import (
     table_from_rows,
 )
 from kbflow.errors import ValidationFailed
-from kbflow.home import DataHome
-from kbflow.normalize import content_hash, hash_normalized, normalize_text
+from kbflow.pull.stage import pull_stage
 from kbflow.settings import ChunkSettings, CleanSettings, Settings, ValidateSettings
+from kbflow.store.home import DataHome
+from kbflow.validate.stage import validate_stage
 
 RUN_DATE = date(2026, 11, 24)
 CLEAN = CleanSettings()  # built once: deriving the LSH bands costs ~50 ms
@@ -65,7 +68,7 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def as_read(text: str) -> str:
-    """What the reader hands on: lone surrogates replaced (``kbflow.sources``)."""
+    """What the reader hands on: lone surrogates replaced (``kbflow.pull``)."""
     return _SURROGATE.sub("\ufffd", text)
 
 
@@ -332,17 +335,17 @@ def test_row_accounting_always_sums(kinds: list[str]) -> None:
         (src / "kb.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
         home = DataHome.at(Path(tmp) / "home")
         run_id = "20261124T020000-prop00"
-        pulled = pipeline.pull_stage(home, run_id, str(src))
+        pulled = pull_stage(home, run_id, str(src))
         try:
-            pipeline.validate_stage(home, run_id, pulled, cfg)
+            validate_stage(home, run_id, pulled, cfg)
         except ValidationFailed as exc:
             # Batch-level only (no rows at all, or no row with an id/title/answer): the run
             # stops before anything is published or accounted.
             assert {f["check"] for f in exc.failures} <= {"non_empty", "required_column"}, exc
             assert records == 0 or exc.failures[0]["check"] == "required_column"
             return
-        pipeline.clean_stage(home, run_id, RUN_DATE, cfg)
-        counts = pipeline.account_stage(home, run_id, pulled)
+        clean_stage(home, run_id, RUN_DATE, cfg)
+        counts = account_stage(home, run_id, pulled)
         outcomes = read_table(home.stage_dir(run_id, "account") / "outcomes.parquet", ROW_OUTCOME)
     assert counts["input"] == records
     assert sum(counts[o] for o in OUTCOMES) == records

@@ -32,16 +32,25 @@ from typing import Any
 import numpy as np
 import pytest
 
-from kbflow import pipeline
-from kbflow.cli import build_parser
+from kbflow.account import account_stage
+from kbflow.chunk.stage import chunk_stage
+from kbflow.clean.stage import clean_stage
+from kbflow.cli.main import build_parser
 from kbflow.contracts import DEDUP_MERGE, QUARANTINE_ROW, STALE_ENTRY, table_from_rows
+from kbflow.embed.sglang import free_port, worker_command
+from kbflow.embed.stage import embed_stage
 from kbflow.errors import ConfigError, IndexError_
-from kbflow.home import DataHome
-from kbflow.publish import CURRENT, current_version, list_versions, live_version_dir
-from kbflow.report import write_nightly_report, write_weekly_report
-from kbflow.runconfig import load_settings
-from kbflow.settings import EmbedSettings, Settings
-from kbflow.sglang_worker import free_port, worker_command
+from kbflow.index.stage import index_stage
+from kbflow.publish.stage import publish_stage
+from kbflow.pull.stage import pull_stage
+from kbflow.report.nightly import write_nightly_report
+from kbflow.report.stage import report_stage
+from kbflow.report.weekly import write_weekly_report
+from kbflow.run import start_run
+from kbflow.settings import EmbedSettings, Settings, load_settings
+from kbflow.store.home import DataHome
+from kbflow.store.versions import CURRENT, current_version, list_versions, live_version_dir
+from kbflow.validate.stage import validate_stage
 
 from ..conftest import ROOT
 from ..embedserver import shared_server
@@ -80,8 +89,8 @@ def test_every_server_defaults_to_loopback() -> None:
     for command in ("serve", "serve-embeddings"):
         args = parser.parse_args([command])
         assert args.host == "127.0.0.1", command
-    from kbflow.embed_server import serve_embeddings
-    from kbflow.service import serve
+    from kbflow.embed.server import serve_embeddings
+    from kbflow.search.service import serve
 
     for fn in (serve, serve_embeddings):
         assert inspect.signature(fn).parameters["host"].default == "127.0.0.1"
@@ -90,7 +99,7 @@ def test_every_server_defaults_to_loopback() -> None:
 
 
 def test_embedding_server_started_without_host_listens_on_loopback_only() -> None:
-    server = shared_server()  # python -m kbflow.embed_server --port N: no --host given
+    server = shared_server()  # python -m kbflow.embed.server --port N: no --host given
     assert listening_addresses(server.port) <= LOOPBACK and listening_addresses(server.port)
 
 
@@ -158,16 +167,16 @@ def test_api_key_is_in_no_log_report_manifest_or_file(
     assert settings.embed.api_key.get_secret_value() == SECRET  # the key is really in use
     home = DataHome.at(settings.home)
     run_id, day = "20261124T020000-secret", date(2026, 11, 24)
-    pipeline.start_run(home, run_id, day)
-    pulled = pipeline.pull_stage(home, run_id, str(write_kb(tmp_path / "export")))
-    pipeline.validate_stage(home, run_id, pulled, settings)
-    pipeline.clean_stage(home, run_id, day, settings)
-    pipeline.chunk_stage(home, run_id, settings)
-    embedded = pipeline.embed_stage(home, run_id, settings)
-    built = pipeline.index_stage(home, run_id, day, pulled, embedded, settings)
-    pipeline.account_stage(home, run_id, pulled)
-    pipeline.publish_stage(home, run_id, built["version"], settings)
-    summary = pipeline.report_stage(home, run_id, day, "published")
+    start_run(home, run_id, day)
+    pulled = pull_stage(home, run_id, str(write_kb(tmp_path / "export")))
+    validate_stage(home, run_id, pulled, settings)
+    clean_stage(home, run_id, day, settings)
+    chunk_stage(home, run_id, settings)
+    embedded = embed_stage(home, run_id, settings)
+    built = index_stage(home, run_id, day, pulled, embedded, settings)
+    account_stage(home, run_id, pulled)
+    publish_stage(home, run_id, built["version"], settings)
+    summary = report_stage(home, run_id, day, "published")
     assert summary["status"] == "published" and embedded["embedded"] > 0
     assert any(r.name.startswith(("httpx", "openai")) for r in caplog.records)  # DEBUG was on
     texts = [caplog.text, json.dumps(summary), repr(settings), str(settings.model_dump())]
@@ -364,7 +373,7 @@ def pickle_capable_calls(paths: list[Path] | None = None) -> list[str]:
 def test_no_code_path_can_unpickle() -> None:
     assert pickle_capable_calls() == []
     # the bundled model loads from safetensors only (torch.load would unpickle a .bin)
-    from kbflow.embed import default_model_dir
+    from kbflow.embed.local import default_model_dir
 
     files = {p.suffix for p in default_model_dir().rglob("*") if p.is_file()}
     assert ".safetensors" in files and not files & {".bin", ".pt", ".pth", ".pkl", ".pickle"}
@@ -397,7 +406,7 @@ class _Payload:
 
 @pytest.mark.parametrize("planted", ["vectors.npy", "bm25"])
 def test_a_pickle_planted_in_a_version_is_refused_unrun(planted: str, tmp_path: Path) -> None:
-    from kbflow.retrieval import LoadedVersion
+    from kbflow.index.version import LoadedVersion
 
     vdir = tiny_version(tmp_path / "indexes", "v1")
     LoadedVersion(vdir)  # loads before tampering
@@ -476,7 +485,7 @@ def test_indexes_outside_the_data_home_are_refused(
     if attack != "symlinked_current":
         assert "vlink" not in {v.version for v in list_versions(home.indexes)}
     # search never loads it: a hand-off with the reason, not results from elsewhere
-    from kbflow.search import make_searcher
+    from kbflow.search.searcher import make_searcher
 
     searcher = make_searcher(home.root, Settings())
     res = searcher.search("where is my parcel")

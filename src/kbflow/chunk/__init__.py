@@ -1,0 +1,1 @@
+"""Stage ``chunk``: clean entries in, passages out (``passages``); ``stage`` is the stage."""

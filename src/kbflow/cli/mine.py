@@ -1,0 +1,161 @@
+"""``kbflow mine``, ``kbflow logs import`` and ``kbflow simulate-logs``.
+
+Wired into ``kbflow.cli`` with ``add_commands(sub, COMMANDS)``. Nothing heavy is imported at
+module top: ``mine`` reaches ``flows/`` (and Prefect) only when it runs; ``logs import`` and
+``simulate-logs`` never start Prefect.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from kbflow.cli.common import home_arg, resolve_home
+from kbflow.store.home import DataHome
+
+EPILOG = "Data home: --home DIR, or KBFLOW_HOME (default ./.kbflow). Docs: README.md."
+
+
+_SAMPLE_GOLDEN = Path(__file__).resolve().parents[2] / "examples" / "kb_zh" / "golden.jsonl"
+
+
+def _week_arg(p: argparse.ArgumentParser, default_help: str) -> None:
+    p.add_argument("--week", metavar="YYYY-Www", help=f"ISO week in Asia/Shanghai; {default_help}")
+
+
+def add_commands(
+    subparsers: Any, command_table: dict[str, Callable[[argparse.Namespace], int]]
+) -> None:
+    """Add ``mine``, ``logs`` and ``simulate-logs`` to ``subparsers`` and their handlers to
+    ``command_table`` (keyed by command name, as ``kbflow.cli.COMMANDS``)."""
+    p = subparsers.add_parser(
+        "mine",
+        help="run kb-weekly-mining on one week of search/click logs",
+        description="Run the kb-weekly-mining Prefect flow: per-answer CTR, KB gap topics and "
+        "search health for one ISO week of logs.duckdb, written to review tables (a rerun "
+        "replaces the week), exported as CSV/Parquet and an HTML report under "
+        "reports/weekly/<week>/.",
+        epilog=EPILOG,
+    )
+    home_arg(p)
+    _week_arg(p, "default the last complete week")
+    p.add_argument("--json", action="store_true", help="print the week's summary as JSON")
+    command_table["mine"] = cmd_mine
+
+    p = subparsers.add_parser(
+        "logs", help="manage the search/click log (logs.duckdb)", epilog=EPILOG
+    )
+    logs_sub = p.add_subparsers(dest="logs_command", required=True, metavar="ACTION")
+    q = logs_sub.add_parser(
+        "import",
+        help="append events exported by another serving system (JSONL)",
+        description='One JSON object per line: {"type": "search", "query_id", "ts", "query", '
+        '"version", "result_ids", "result_scores", "latency_ms", "fallback_level", "handoff", '
+        '"threshold", "session_id", "user_id"} or {"type": "click", "query_id", "ts", '
+        '"entry_id", "position", ...}. ts is ISO 8601 (no zone = UTC). The file is validated '
+        "first; events already stored are skipped, so importing twice adds nothing.",
+        epilog=EPILOG,
+    )
+    home_arg(q)
+    q.add_argument("file", type=Path, metavar="FILE", help="JSONL file of events")
+    command_table["logs"] = cmd_logs
+
+    p = subparsers.add_parser(
+        "simulate-logs",
+        help="write a week of SIMULATED searches and clicks (real searches on the live index)",
+        description="SIMULATED logs for demos: runs the golden queries and paraphrases of them "
+        "through the live index, with a click model (relevance, position bias, abandoned "
+        "sessions), and logs them with timestamps inside the week. Session and user ids "
+        "start with sim-.",
+        epilog=EPILOG,
+    )
+    home_arg(p)
+    _week_arg(p, "default the last complete week")
+    p.add_argument("--sessions", type=int, default=200, metavar="N", help="sessions (default 200)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument(
+        "--golden",
+        type=Path,
+        default=_SAMPLE_GOLDEN,
+        metavar="FILE",
+        help="golden JSONL to draw queries from (default: the bundled Chinese sample's)",
+    )
+    command_table["simulate-logs"] = cmd_simulate_logs
+
+
+def cmd_mine(args: argparse.Namespace) -> int:
+    from kbflow.errors import KbflowError
+    from kbflow.mining.weeks import default_week, parse_week
+    from kbflow.settings import MiningSettings
+
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    home = resolve_home(args.home)
+    week = args.week or default_week(tz=MiningSettings().timezone)
+    parse_week(week)  # a malformed week is reported before Prefect starts
+    from kbflow_flows.weekly import kb_weekly_mining
+
+    state = kb_weekly_mining(week=week, home=str(home), return_state=True)
+    result = state.result(raise_on_failure=False)
+    if isinstance(result, KbflowError):
+        raise result
+    if isinstance(result, BaseException) or not isinstance(result, dict):
+        raise RuntimeError(f"kb-weekly-mining failed: {result}")
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False, indent=2, default=str))
+        return 0
+    m = result["metrics"]
+    print(
+        f"week {week}: {m['n_queries']} queries, {m['n_clicks']} clicks; "
+        f"P95 {m['p95_ms'] or 0:.0f} ms; fallback {100 * (m['fallback_rate'] or 0):.1f}%, "
+        f"hand-off {100 * (m['handoff_rate'] or 0):.1f}%"
+    )
+    print(
+        f"flagged answers: {result['flagged_answers']}; gap topics: {result['gap_clusters']}; "
+        f"alerts: {', '.join(result['alerts']) or 'none'}"
+    )
+    print(f"report: {result['report']}")
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    from kbflow.store.logs import import_events
+
+    home = resolve_home(args.home)
+    home.mkdir(parents=True, exist_ok=True)
+    logs = DataHome(home).logs_path
+    got = import_events(args.file, logs)
+    print(
+        f"read {got['lines']} lines: {got['searches']} searches, {got['clicks']} clicks "
+        f"(events already stored were skipped) -> {logs}"
+    )
+    return 0
+
+
+def cmd_simulate_logs(args: argparse.Namespace) -> int:
+    from kbflow.cli.search import searcher_for
+    from kbflow.errors import ConfigError
+    from kbflow.mining.simulate import simulate_week
+    from kbflow.mining.weeks import default_week, parse_week
+    from kbflow.store.golden import load_golden
+    from kbflow.store.logs import LogWriter
+
+    home = resolve_home(args.home)
+    week = args.week or default_week()
+    parse_week(week)
+    if not args.golden.is_file():
+        raise ConfigError(f"no golden file {args.golden}")
+    searcher = searcher_for(home)
+    logs = DataHome(home).logs_path
+    with LogWriter(logs, batch_size=1000, flush_s=5.0) as writer:
+        got = simulate_week(
+            searcher, writer, load_golden(args.golden), week, args.sessions, args.seed
+        )
+    print(
+        f"SIMULATED week {week}: {got['sessions']} sessions, {got['searches']} searches, "
+        f"{got['clicks']} clicks -> {logs}"
+    )
+    return 0

@@ -1,0 +1,240 @@
+"""The ``sglang`` backend's worker lifecycle: start, wait until ready, yield URLs, always stop.
+
+:func:`run_workers` starts one embedding server per GPU (``CUDA_VISIBLE_DEVICES`` set per worker
+when ``gpus > 1``) from ``EmbedSettings.launch_command``, by default
+``python -m sglang.launch_server --model-path DIR --is-embedding --host 127.0.0.1 --port N``.
+The command is a template so a team can launch a container or another launcher instead, and
+so the tests launch ``kbflow serve-embeddings`` through this same code. Each worker's output is
+streamed into the run log; readiness is ``/health`` == 200 and then one real embedding request.
+On leaving the context, normally or by any exception including ``KeyboardInterrupt``, every
+worker's whole process group gets SIGTERM, then SIGKILL after a grace period, and is reaped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import deque
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import dataclass, field
+from typing import Any
+
+from kbflow.errors import ConfigError, EmbeddingError
+from kbflow.settings import EmbedSettings, Settings
+
+log = logging.getLogger(__name__)
+
+
+HOST = "127.0.0.1"
+
+
+STOP_GRACE_S = 20.0
+
+
+"""SGLang frees GPU memory and its scheduler processes on SIGTERM; give it this long."""
+
+
+def free_port(host: str = HOST) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def worker_command(settings: EmbedSettings, port: int, gpu: int) -> list[str]:
+    """The launch command with ``{python}``, ``{model_path}``, ``{host}``, ``{port}``, ``{gpu}``
+    filled in, plus ``launch_extra_args``."""
+    uses_model = any("{model_path}" in part for part in settings.launch_command)
+    if uses_model and settings.model_path is None:
+        raise ConfigError("the sglang backend needs --model-path DIR (the model folder to serve)")
+    values = {
+        "python": sys.executable,
+        "model_path": str(settings.model_path or ""),
+        "host": HOST,
+        "port": str(port),
+        "gpu": str(gpu),
+    }
+    try:
+        cmd = [part.format(**values) for part in settings.launch_command]
+    except (KeyError, IndexError) as exc:
+        raise ConfigError(f"embed.launch_command has an unknown placeholder: {exc}") from exc
+    return cmd + list(settings.launch_extra_args)
+
+
+@dataclass
+class Worker:
+    gpu: int
+    port: int
+    process: subprocess.Popen[bytes]
+    tail: deque[str] = field(default_factory=lambda: deque(maxlen=40))
+    reader: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.base_url}/v1"
+
+
+def _stream_log(worker: Worker) -> None:
+    assert worker.process.stdout is not None
+    for raw in iter(worker.process.stdout.readline, b""):
+        line = raw.decode("utf-8", "replace").rstrip()
+        if line:
+            worker.tail.append(line)
+            log.info("[worker gpu%d :%d] %s", worker.gpu, worker.port, line)
+
+
+def start_worker(settings: EmbedSettings, gpu: int) -> Worker:
+    port = free_port()
+    cmd = worker_command(settings, port, gpu)
+    env = dict(os.environ)
+    if settings.gpus > 1:
+        env["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    log.info("starting embedding worker on gpu %d: %s", gpu, " ".join(cmd))
+    try:
+        process = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,  # its own process group: we stop the worker and its children
+        )
+    except OSError as exc:
+        raise ConfigError(f"cannot start the embedding worker {cmd[0]!r}: {exc}") from exc
+    worker = Worker(gpu=gpu, port=port, process=process)
+    worker.reader = threading.Thread(
+        target=_stream_log, args=(worker,), name=f"worker-log-{port}", daemon=True
+    )
+    worker.reader.start()
+    return worker
+
+
+def stop_worker(worker: Worker, grace: float = STOP_GRACE_S) -> None:
+    """SIGTERM the worker's process group, SIGKILL it after ``grace`` seconds, reap it."""
+    proc = worker.process
+    try:
+        pgid = os.getpgid(proc.pid)
+    except ProcessLookupError:
+        pgid = None
+    if pgid is not None and proc.poll() is None:
+        log.info("stopping embedding worker :%d (pid %d)", worker.port, proc.pid)
+        _signal_group(pgid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            log.warning("worker :%d ignored SIGTERM for %.0fs; killing it", worker.port, grace)
+    if pgid is not None:
+        # Children (SGLang's scheduler and detokenizer) may outlive the leader: kill the group.
+        _signal_group(pgid, signal.SIGKILL)
+    proc.wait()
+    if worker.reader is not None:
+        worker.reader.join(timeout=5)
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _get_status(url: str, timeout: float) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except (urllib.error.URLError, OSError):
+        return 0
+
+
+def wait_ready(worker: Worker, settings: EmbedSettings) -> None:
+    """Poll ``/health`` until 200, then send one real embedding request. Raises
+    ``EmbeddingError`` (with the worker's last log lines) if it exits or takes too long."""
+    deadline = time.monotonic() + settings.startup_timeout
+    delay = 0.2
+    while True:
+        code = worker.process.poll()
+        if code is not None:
+            raise EmbeddingError(
+                f"embedding worker exited with code {code} before it was ready:\n"
+                + "\n".join(worker.tail)
+            )
+        if _get_status(f"{worker.base_url}/health", timeout=5) == 200:
+            break
+        if time.monotonic() > deadline:
+            raise EmbeddingError(
+                f"embedding worker :{worker.port} not healthy after {settings.startup_timeout:.0f}s:\n"
+                + "\n".join(worker.tail)
+            )
+        time.sleep(delay)
+        delay = min(delay * 1.5, 5.0)
+    body = json.dumps({"input": ["健康检查 health check"], "model": settings.model}).encode()
+    req = urllib.request.Request(
+        f"{worker.api_url}/embeddings",
+        data=body,
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=settings.request_timeout) as resp:
+            answer = json.loads(resp.read())
+        vector = answer["data"][0]["embedding"]
+        if not vector:
+            raise ValueError("empty embedding")
+    except (urllib.error.URLError, OSError, ValueError, KeyError, IndexError) as exc:
+        raise EmbeddingError(
+            f"embedding worker :{worker.port} is healthy but a test request failed: {exc}"
+        ) from exc
+    log.info("embedding worker :%d ready (%d dims)", worker.port, len(vector))
+
+
+@contextmanager
+def run_workers(settings: EmbedSettings) -> Iterator[list[str]]:
+    """Start ``settings.gpus`` workers, wait until each answers, yield their ``/v1`` URLs; stop
+    them all on exit, whatever happened (the ``ExitStack`` unwinds on any exception)."""
+    with ExitStack() as stack:
+        workers: list[Worker] = []
+        for gpu in range(settings.gpus):
+            worker = start_worker(settings, gpu)
+            stack.callback(stop_worker, worker)
+            workers.append(worker)
+        start = time.monotonic()
+        for worker in workers:
+            wait_ready(worker, settings)
+        log.info("%d embedding worker(s) ready in %.1fs", len(workers), time.monotonic() - start)
+        yield [w.api_url for w in workers]
+
+
+@contextmanager
+def query_embed_settings(
+    settings: Settings, info: dict[str, Any], need_queries: bool = False
+) -> Iterator[Settings]:
+    """Settings under which calibration and the gate can embed queries. Models with a query
+    instruction, and golden queries (``need_queries``), need the backend again; for ``sglang``
+    that means workers, started for the length of the block and stopped after it (held-out
+    similar questions of other models reuse the stored passage vectors, no backend)."""
+    embed = settings.embed
+    if (
+        not (need_queries or (info.get("query_template") and info.get("task")))
+        or embed.backend != "sglang"
+        or embed.urls
+    ):
+        yield settings
+        return
+
+    with run_workers(embed) as urls:
+        yield settings.model_copy(
+            update={"embed": embed.model_copy(update={"backend": "openai", "urls": urls})}
+        )

@@ -1,0 +1,1 @@
+"""Stage ``gate``: the quality gate (``check``), retrieval metrics (``evaluate``), the stage."""

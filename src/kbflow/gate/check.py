@@ -1,0 +1,251 @@
+"""Quality gate: a new index version must answer at least as well as the one it replaces.
+
+Two query sets, both scored on the new version and on the live one:
+
+- **golden**: the KB's ``golden.jsonl`` when it has one (answerable queries only; hit@k by
+  entry id);
+- **self-check**: the KB's own similar questions, each held out of the index in turn (the
+  question and every near copy of it within its entry are hidden while it is the query, so it
+  must be found through the entry's other passages). Always available when entries have
+  similar questions; built from the new version and replayed on the live one.
+
+The run is blocked when hit@3 on either set falls under ``gate.min_hit_at_3`` or drops by more
+than ``gate.max_drop`` against the live version (compared on the queries both versions can
+answer: a query about an entry the live version does not have counts only for the floor).
+Queries the live version put in its top 3 and the new one does not are returned side by side.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from kbflow.embed.base import Embedder
+from kbflow.embed.factory import embed_settings_for, make_embedder
+from kbflow.index.bm25 import tokenize
+from kbflow.index.version import LoadedVersion, near_copy_rows, self_check_rows
+from kbflow.settings import EmbedSettings, GateSettings
+from kbflow.store.golden import GoldenQuery
+
+log = logging.getLogger(__name__)
+
+
+# (version, query texts) -> query vectors for that version's model, or None (keyword only)
+QueryEncoder = Callable[[LoadedVersion, list[str]], "np.ndarray | None"]
+
+
+@dataclass(frozen=True)
+class CheckQuery:
+    query: str
+    expected: tuple[str, ...]
+    held_out: bool
+    """Hide the query's near copies within its expected entry (self-check)."""
+
+
+def self_check_queries(version: LoadedVersion, limit: int) -> list[CheckQuery]:
+    """Similar questions of entries that have other passages, one query each (at most ``limit``)."""
+    return [
+        CheckQuery(version.texts[r], (version.entry_of_row[r],), True)
+        for r in self_check_rows(version, limit=limit)
+    ]
+
+
+def golden_check_queries(golden: list[GoldenQuery], limit: int) -> list[CheckQuery]:
+    """Answerable golden queries, at most ``limit`` (a seeded sample, the same every run)."""
+    queries = [CheckQuery(q.query, q.expected, False) for q in golden if q.expected]
+    if len(queries) > limit:
+        keep = np.random.default_rng(0).choice(len(queries), size=limit, replace=False)
+        queries = [queries[i] for i in sorted(keep.tolist())]
+    return queries
+
+
+@dataclass
+class Ranked:
+    rank: int | None
+    """1-based rank of the best expected entry; None = not among the candidates."""
+    top: list[tuple[str, str]]
+    """(entry id, title) of the top 3."""
+
+
+def rank_queries(
+    version: LoadedVersion,
+    queries: list[CheckQuery],
+    vectors: np.ndarray | None,
+    candidates: int = 50,
+) -> list[Ranked | None]:
+    """Rank each query's expected entry in ``version`` (fused with the version's own weight).
+
+    None for a query this version cannot be asked: its expected entries are not in the
+    version, or (held out) hiding its near copies leaves the entry nothing to be found by.
+    """
+    pos = {e: i for i, e in enumerate(version.entry_ids)}
+    out: list[Ranked | None] = []
+    for i, q in enumerate(queries):
+        targets = [pos[e] for e in q.expected if e in pos]
+        if not targets:
+            out.append(None)
+            continue
+        tokens = tokenize(q.query)
+        exclude = None
+        if q.held_out:
+            exclude = near_copy_rows(version, targets[0], q.query, tokens)
+            if len(exclude) >= len(version.entry_rows[targets[0]]):
+                out.append(None)
+                continue
+        qv = vectors[i] if vectors is not None else None
+        c = version.candidates(qv, tokens, n=candidates, exclude=exclude)
+        s = version.fuse(c, dense_available=qv is not None)
+        order = np.argsort(-s, kind="stable")
+        ranked = [int(c.entries[j]) for j in order]
+        rank = next((n + 1 for n, e in enumerate(ranked) if e in targets), None)
+        top = [
+            (version.entry_ids[e], version.titles[int(version.entry_rows[e][0])])
+            for e in ranked[:3]
+        ]
+        out.append(Ranked(rank, top))
+    return out
+
+
+def metrics(ranks: list[Ranked | None]) -> dict[str, Any]:
+    asked = [r for r in ranks if r is not None]
+    n = len(asked)
+    if not n:
+        return {"n": 0, "hit@1": None, "hit@3": None, "mrr": None}
+    return {
+        "n": n,
+        "hit@1": round(sum(1 for r in asked if r.rank == 1) / n, 4),
+        "hit@3": round(sum(1 for r in asked if r.rank and r.rank <= 3) / n, 4),
+        "mrr": round(sum(1 / r.rank for r in asked if r.rank) / n, 4),
+    }
+
+
+def gate_version(
+    new: LoadedVersion,
+    live: LoadedVersion | None,
+    golden: list[GoldenQuery],
+    settings: GateSettings,
+    encode: QueryEncoder,
+) -> dict[str, Any]:
+    """Score ``new`` (and ``live``) on the golden and self-check sets and decide.
+
+    Returns ``{"passed", "reasons", "checks": {set: {"new", "live", "new_common",
+    "live_common"}}, "failing": [...], "live_version"}``. Pure apart from the encoder.
+    """
+    sets = {
+        "golden": golden_check_queries(golden, settings.max_golden_queries),
+        "self_check": self_check_queries(new, settings.self_check_queries),
+    }
+    reasons: list[str] = []
+    checks: dict[str, Any] = {}
+    failing: list[dict[str, Any]] = []
+    notes: list[str] = []
+    for name, queries in sets.items():
+        if not queries:
+            continue
+        texts = [q.query for q in queries]
+        new_vecs = encode(new, texts)
+        new_ranks = rank_queries(new, queries, new_vecs)
+        res: dict[str, Any] = {"new": metrics(new_ranks)}
+        if new_vecs is None:
+            notes.append(f"{name}: new version scored keyword-only (no query embedder)")
+        floor = settings.min_hit_at_3
+        hit3 = res["new"]["hit@3"]
+        if hit3 is not None and hit3 < floor:
+            reasons.append(f"{name} hit@3 {hit3:.3f} is under the floor {floor:.3f}")
+        if live is not None:
+            live_vecs = encode(live, texts)
+            if live_vecs is None:
+                notes.append(f"{name}: live version scored keyword-only (no query embedder)")
+            live_ranks = rank_queries(live, queries, live_vecs)
+            both = [
+                i
+                for i in range(len(queries))
+                if new_ranks[i] is not None and live_ranks[i] is not None
+            ]
+            res["live"] = metrics(live_ranks)
+            res["new_common"] = metrics([new_ranks[i] for i in both])
+            res["live_common"] = metrics([live_ranks[i] for i in both])
+            a, b = res["live_common"]["hit@3"], res["new_common"]["hit@3"]
+            if a is not None and b is not None and a - b > settings.max_drop:
+                reasons.append(
+                    f"{name} hit@3 dropped from {a:.3f} to {b:.3f} against live version "
+                    f"{live.version} on {len(both)} common queries (allowed drop {settings.max_drop:.3f})"
+                )
+            for i in both:
+                nr, lr = new_ranks[i], live_ranks[i]
+                assert nr is not None and lr is not None
+                if (lr.rank or 99) <= 3 and (nr.rank or 99) > 3:
+                    failing.append(_side_by_side(name, queries[i], lr, nr))
+        checks[name] = res
+    failing.sort(key=lambda f: (f["set"], f["query"]))
+    return {
+        "passed": not reasons,
+        "reasons": reasons,
+        "checks": checks,
+        "failing": failing[: settings.failing_shown],
+        "failing_total": len(failing),
+        "live_version": live.version if live is not None else None,
+        "notes": notes,
+    }
+
+
+def _side_by_side(name: str, q: CheckQuery, live: Ranked, new: Ranked) -> dict[str, Any]:
+    return {
+        "set": name,
+        "query": q.query,
+        "expected": list(q.expected),
+        "live_rank": live.rank,
+        "new_rank": new.rank,
+        "live_top": [f"{e} {t}" for e, t in live.top],
+        "new_top": [f"{e} {t}" for e, t in new.top],
+    }
+
+
+class VersionQueryEncoder:
+    """Query vectors for any version, each with its own model (one embedder per model key).
+
+    For models that embed queries and documents alike, a query that is already a passage of
+    the version (a self-check question) reuses its stored vector. A version whose model cannot
+    be loaded here is scored keyword-only (``None``), and the gate says so in its notes.
+    """
+
+    def __init__(self, embed: EmbedSettings) -> None:
+        self.embed = embed
+        self._embedders: dict[str, Embedder | None] = {}
+
+    def _embedder(self, info: dict[str, Any]) -> Embedder | None:
+        key = info["model_key"]
+        if key not in self._embedders:
+            try:
+                self._embedders[key] = make_embedder(embed_settings_for(self.embed, info))
+            except Exception as exc:  # noqa: BLE001 - reported as keyword-only scoring
+                log.warning("gate: cannot load the query embedder for %s (%s)", key, exc)
+                self._embedders[key] = None
+        return self._embedders[key]
+
+    def __call__(self, version: LoadedVersion, texts: list[str]) -> np.ndarray | None:
+        info = version.manifest["embedding"]
+        reuse = not (info.get("query_template") and info.get("task"))
+        rows: list[int | None] = [None] * len(texts)
+        if reuse:
+            row_of = {t: i for i, t in enumerate(version.texts)}
+            rows = [row_of.get(t) for t in texts]
+        missing = [i for i, r in enumerate(rows) if r is None]
+        out = np.zeros((len(texts), version.vectors.shape[1]), np.float32)
+        found = [i for i, r in enumerate(rows) if r is not None]
+        if found:
+            out[found] = np.asarray(version.vectors[[rows[i] for i in found]])
+        if missing:
+            emb = self._embedder(info)
+            if emb is None:
+                return None
+            try:
+                out[missing] = emb.embed_queries([texts[i] for i in missing])
+            except Exception as exc:  # noqa: BLE001 - reported as keyword-only scoring
+                log.warning("gate: query embedding failed for %s (%s)", info["model_key"], exc)
+                return None
+        return out

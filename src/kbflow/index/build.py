@@ -1,0 +1,183 @@
+"""Build a version folder: FAISS + BM25 + passages + manifest, atomically.
+
+A version is built under ``indexes/.building-<version>/`` and renamed to
+``indexes/<version>/`` only when every file (``manifest.json`` last) is written and fsynced,
+so a listed version is always complete."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from kbflow.contracts import PASSAGE, write_table
+from kbflow.errors import IndexError_
+from kbflow.index.bm25 import Bm25Index
+from kbflow.index.dense import (
+    build_dense,
+    choose_factory,
+    dense_scale,
+    hub_scores,
+    model_hub_weight,
+)
+from kbflow.settings import IndexSettings
+from kbflow.store.home import atomic_write_text, fsync_dir
+from kbflow.store.versions import MANIFEST
+
+log = logging.getLogger(__name__)
+
+
+HUB = "hub.npy"
+
+
+#: Passage kinds the keyword index holds as empty documents (``kbflow.chunk``: a title's words
+#: are in its answer passage already).
+DENSE_ONLY_KINDS = frozenset({"title"})
+
+
+def keyword_texts(passages: pa.Table) -> list[str]:
+    """The text each passage row contributes to BM25 (row-aligned; dense-only kinds empty)."""
+    return [
+        "" if kind in DENSE_ONLY_KINDS else text
+        for kind, text in zip(
+            passages.column("kind").to_pylist(), passages.column("text").to_pylist(), strict=True
+        )
+    ]
+
+
+def _write_faiss(index: Any, path: Path) -> None:
+    import faiss
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    faiss.write_index(index, str(tmp))
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _fsync_tree(folder: Path) -> None:
+    for p in folder.rglob("*"):
+        if p.is_file():
+            with open(p, "rb") as fh:
+                os.fsync(fh.fileno())
+    for p in [folder, *[d for d in folder.rglob("*") if d.is_dir()]]:
+        fsync_dir(p)
+
+
+def new_version_id(run_id: str, now: datetime | None = None) -> str:
+    now = now or datetime.now(UTC)
+    return f"v{now:%Y%m%d-%H%M%S}-{run_id.rsplit('-', 1)[-1]}"
+
+
+def build_version(
+    indexes_dir: Path,
+    version: str,
+    passages: pa.Table,
+    vectors: np.ndarray,
+    manifest: dict[str, Any],
+    settings: IndexSettings,
+) -> Path:
+    """Write a complete version folder and return its path.
+
+    ``passages`` (PASSAGE schema) and ``vectors`` are row-aligned. ``manifest`` gets the
+    index facts added and is written last. Raises ``IndexError_`` if the version exists.
+    """
+    final = indexes_dir / version
+    if final.exists():
+        raise IndexError_(f"version {version} already exists in {indexes_dir}")
+    work = indexes_dir / f".building-{version}"
+    if work.exists():
+        shutil.rmtree(work)
+    n = passages.num_rows
+    if vectors.shape[0] != n:
+        raise IndexError_(f"{n} passages but {vectors.shape[0]} vectors")
+    work.mkdir(parents=True)
+    try:
+        return _build(indexes_dir, work, final, version, passages, vectors, manifest, settings)
+    except BaseException:
+        # A failed build (a full disk, a bad vector) leaves nothing behind; a killed one leaves
+        # .building-*, which the next run removes (clean_stale_builds). Never a listed version.
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+
+
+def _build(
+    indexes_dir: Path,
+    work: Path,
+    final: Path,
+    version: str,
+    passages: pa.Table,
+    vectors: np.ndarray,
+    manifest: dict[str, Any],
+    settings: IndexSettings,
+) -> Path:
+    n = passages.num_rows
+    factory = choose_factory(n, settings)
+    write_table(passages, work / "passages.parquet", PASSAGE)
+    vectors = np.asarray(vectors, dtype=np.float32)  # no copy when already float32
+    np.save(work / "vectors.npy", vectors, allow_pickle=False)
+    dense = build_dense(
+        vectors, np.asarray(passages.column("faiss_id").to_pylist(), dtype=np.int64), factory
+    )
+    _write_faiss(dense, work / "dense.faiss")
+    hub_weight = model_hub_weight(str(manifest.get("embedding", {}).get("model", "")), settings)
+    hub = hub_scores(vectors, dense, settings.hub_neighbors) if hub_weight else None
+    del dense  # the HNSW graph need not stay in memory while BM25 is built
+    if hub is not None:
+        np.save(work / HUB, hub, allow_pickle=False)
+    scale = dense_scale(vectors, hub, hub_weight)
+    bm25 = Bm25Index.build(keyword_texts(passages), settings.bm25_k1, settings.bm25_b)
+    bm25.save(work / "bm25")
+    manifest = {
+        **manifest,
+        "version": version,
+        "index": {
+            "factory": factory,
+            "metric": "inner_product",
+            "dim": int(vectors.shape[1]),
+            "dense_scale": {
+                **scale,
+                "hub_weight": hub_weight,
+                "hub_neighbors": settings.hub_neighbors if hub_weight else 0,
+            },
+            "bm25": {
+                "k1": settings.bm25_k1,
+                "b": settings.bm25_b,
+                "tokenizer": "jieba words + CJK char unigrams and bigrams; lower-cased latin words",
+            },
+        },
+    }
+    atomic_write_text(
+        work / MANIFEST, json.dumps(manifest, ensure_ascii=False, indent=2, default=str)
+    )
+    _fsync_tree(work)
+    os.rename(work, final)
+    fsync_dir(indexes_dir)
+    log.info("index: version %s, %d passages, %s, dim %d", version, n, factory, vectors.shape[1])
+    return final
+
+
+def clean_stale_builds(indexes_dir: Path) -> list[str]:
+    """Remove what a killed run left in ``indexes_dir``: half-built version folders
+    (``.building-*``), half-deleted ones (``.deleting-*``, from pruning) and temp files of
+    ``CURRENT``/``HISTORY``. None of them is ever listed as a version or read. Call it only
+    while holding the run lock (another run's build would look the same)."""
+    removed = []
+    for p in sorted(indexes_dir.glob(".building-*")) + sorted(indexes_dir.glob(".deleting-*")):
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        removed.append(p.name)
+    for p in sorted(indexes_dir.glob(".*.tmp-*")):
+        if p.is_file() or p.is_symlink():
+            p.unlink(missing_ok=True)
+            removed.append(p.name)
+    return removed

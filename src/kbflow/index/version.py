@@ -1,0 +1,276 @@
+"""A version loaded for search: dense (FAISS) and BM25 candidates, fused per entry.
+
+Each entry's dense score is the best passage score on the version's dense scale, blended with
+the second best (``(best + λ·second) / (1 + λ)``, λ = ``index.dense_second_weight``: an entry
+whose several similar questions all sit near the query is likelier the answer than one with a
+single close passage), and its keyword score the best BM25 score over its passages, divided by
+the version's ``bm25_scale`` (the median score of a passage queried with its own text) and
+capped at 1. The fused score is ``w * dense + (1 - w) * keyword``, ``w`` calibrated per version
+(``kbflow.index.calibrate``)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from kbflow.errors import IndexError_
+from kbflow.index.bm25 import Bm25Index, tokenize
+from kbflow.index.build import HUB
+from kbflow.store.versions import MANIFEST
+
+WEIGHT_GRID = tuple(round(x * 0.1, 1) for x in range(11))
+
+
+@dataclass
+class Candidates:
+    """Per-entry evidence for one query: entry rows, their dense and keyword scores."""
+
+    entries: np.ndarray  # entry index (int)
+    dense: np.ndarray
+    keyword: np.ndarray  # raw BM25
+    best_dense_row: np.ndarray
+    best_keyword_row: np.ndarray
+
+
+@dataclass
+class Hit:
+    entry_id: str
+    title: str
+    score: float
+    dense: float
+    keyword: float
+    passage_id: str
+    passage: str
+    rerank: float | None = None
+
+
+class LoadedVersion:
+    """A version folder loaded for search (read-only)."""
+
+    def __init__(self, folder: Path) -> None:
+        import faiss
+
+        if not (folder / MANIFEST).is_file():
+            raise IndexError_(f"{folder} is not a complete index version")
+        self.folder = folder
+        self.manifest: dict[str, Any] = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        self.version: str = self.manifest["version"]
+        t = pq.read_table(folder / "passages.parquet")
+        self.passage_ids: list[str] = t.column("passage_id").to_pylist()
+        self.entry_of_row: list[str] = t.column("entry_id").to_pylist()
+        self.titles: list[str] = t.column("title").to_pylist()
+        self.display: list[str] = t.column("display").to_pylist()
+        self.kinds: list[str] = t.column("kind").to_pylist()
+        self.texts: list[str] = t.column("text").to_pylist()
+        faiss_ids = np.asarray(t.column("faiss_id").to_pylist(), dtype=np.int64)
+        self._id_order = np.argsort(faiss_ids)
+        self._sorted_ids = faiss_ids[self._id_order]
+        self.vectors = np.load(folder / "vectors.npy", mmap_mode="r", allow_pickle=False)
+        self.dense = faiss.read_index(str(folder / "dense.faiss"))
+        if hasattr(self.dense, "index") and hasattr(faiss.downcast_index(self.dense.index), "hnsw"):
+            faiss.downcast_index(self.dense.index).hnsw.efSearch = 128  # type: ignore[attr-defined]
+        self.bm25 = Bm25Index.load(folder / "bm25")
+        tokenize("预热")  # load jieba's dictionary now, not inside the first query
+        self.entry_ids: list[str] = list(dict.fromkeys(self.entry_of_row))
+        pos = {e: i for i, e in enumerate(self.entry_ids)}
+        self.row_entry = np.asarray([pos[e] for e in self.entry_of_row], dtype=np.int64)
+        order = np.argsort(self.row_entry, kind="stable")
+        bounds = np.searchsorted(self.row_entry[order], np.arange(len(self.entry_ids) + 1))
+        self.entry_rows = [order[bounds[i] : bounds[i + 1]] for i in range(len(self.entry_ids))]
+        cal = self.manifest.get("calibration", {})
+        self.weight: float = float(cal.get("dense_weight", 0.5))
+        self.bm25_scale: float = float(cal.get("bm25_scale", 1.0)) or 1.0
+        self.threshold: float = float(cal.get("handoff_threshold", 0.0))
+        self._token_sets: dict[int, frozenset[str]] = {}
+        self._compact: dict[int, str] = {}
+        index_settings = self.manifest.get("settings", {}).get("index", {})
+        # versions built before the setting existed keep their best-passage-only scoring
+        self.second_weight: float = float(index_settings.get("dense_second_weight", 0.0))
+        # versions built before the dense scale existed keep raw cosines (lo 0, hi 1, no hub)
+        scale = self.manifest.get("index", {}).get("dense_scale") or {}
+        self.hub_weight: float = float(scale.get("hub_weight", 0.0))
+        self.hub: np.ndarray | None = (
+            np.load(folder / HUB, allow_pickle=False) if self.hub_weight else None
+        )
+        if self.hub is not None and len(self.hub) != len(self.passage_ids):
+            raise IndexError_(f"{folder / HUB} does not match the version's passages")
+        self.dense_lo: float = float(scale.get("lo", 0.0))
+        self.dense_span: float = float(scale.get("hi", 1.0)) - self.dense_lo
+
+    def token_set(self, row: int) -> frozenset[str]:
+        """Tokens of a passage, computed once per version (held-out checks ask repeatedly)."""
+        got = self._token_sets.get(row)
+        if got is None:
+            got = self._token_sets[row] = frozenset(tokenize(self.texts[row]))
+        return got
+
+    def compact_text(self, row: int) -> str:
+        """A passage's text without whitespace, computed once per version."""
+        got = self._compact.get(row)
+        if got is None:
+            got = self._compact[row] = "".join(self.texts[row].split())
+        return got
+
+    @property
+    def n_passages(self) -> int:
+        return len(self.passage_ids)
+
+    def dense_scores(self, rows: np.ndarray, qvec: np.ndarray) -> np.ndarray:
+        """Dense scores of passages ``rows`` for a query vector, on the version's dense scale
+        (``kbflow.index.dense_scale``: 0 = an unrelated passage, 1 = a perfect match)."""
+        cos = np.asarray(self.vectors[rows]) @ qvec
+        if self.hub is not None:
+            cos = cos - self.hub_weight * self.hub[rows]
+        return (cos - self.dense_lo) / self.dense_span
+
+    def rows_for_ids(self, ids: np.ndarray) -> np.ndarray:
+        pos = np.searchsorted(self._sorted_ids, ids)
+        pos = np.clip(pos, 0, len(self._sorted_ids) - 1)
+        return self._id_order[pos]
+
+    def candidates(
+        self,
+        qvec: np.ndarray | None,
+        tokens: list[str],
+        n: int = 50,
+        exclude: np.ndarray | None = None,
+    ) -> Candidates:
+        """Top ``n`` passages from each side, reduced to entries with both scores filled in.
+
+        ``qvec`` None means the dense side is unavailable (keyword scores only).
+        ``exclude`` hides passages by row (held-out self-check).
+        """
+        kw_all = self.bm25.scores(tokens) if tokens else np.zeros(self.n_passages, np.float32)
+        if exclude is not None and len(exclude):
+            kw_all[exclude] = 0.0
+        k = min(n + (0 if exclude is None else len(exclude)), self.n_passages)
+        kw_rows = (
+            np.argpartition(-kw_all, k - 1)[:k]
+            if k < self.n_passages
+            else np.arange(self.n_passages)
+        )
+        kw_rows = kw_rows[kw_all[kw_rows] > 0]
+        rows = [kw_rows]
+        if qvec is not None:
+            _, ids = self.dense.search(qvec.reshape(1, -1).astype(np.float32), k)
+            ids = ids[0][ids[0] >= 0]
+            rows.append(self.rows_for_ids(ids))
+        cand_rows = np.unique(np.concatenate(rows)) if rows else np.zeros(0, np.int64)
+        if exclude is not None and len(exclude):
+            cand_rows = cand_rows[~np.isin(cand_rows, exclude)]
+        entries = np.unique(self.row_entry[cand_rows])
+        m = len(entries)
+        dense = np.zeros(m, np.float32)
+        keyword = np.zeros(m, np.float32)
+        best_d = np.zeros(m, np.int64)
+        best_k = np.zeros(m, np.int64)
+        for j, e in enumerate(entries):
+            er = self.entry_rows[e]
+            if exclude is not None and len(exclude):
+                er = er[~np.isin(er, exclude)]
+                if len(er) == 0:
+                    continue
+            ks = kw_all[er]
+            best_k[j] = er[int(np.argmax(ks))]
+            keyword[j] = float(ks.max())
+            if qvec is not None:
+                ds = self.dense_scores(er, qvec)
+                top = int(np.argmax(ds))
+                best_d[j] = er[top]
+                dense[j] = float(ds[top])
+                if self.second_weight and len(ds) > 1:
+                    second = float(np.partition(ds, -2)[-2])
+                    dense[j] = (dense[j] + self.second_weight * second) / (1 + self.second_weight)
+            else:
+                best_d[j] = best_k[j]
+        return Candidates(entries, dense, keyword, best_d, best_k)
+
+    def fuse(
+        self, c: Candidates, weight: float | None = None, dense_available: bool = True
+    ) -> np.ndarray:
+        w = self.weight if weight is None else weight
+        if not dense_available:
+            w = 0.0
+        kw = np.minimum(c.keyword / self.bm25_scale, 1.0)
+        return w * c.dense + (1 - w) * kw
+
+    def hits(
+        self, c: Candidates, scores: np.ndarray, k: int, dense_available: bool = True
+    ) -> list[Hit]:
+        order = np.argsort(-scores, kind="stable")[:k]
+        out = []
+        for j in order:
+            e = int(c.entries[j])
+            use_dense = dense_available and self.weight >= 0.5
+            row = int(c.best_dense_row[j] if use_dense else c.best_keyword_row[j])
+            entry_id = self.entry_ids[e]
+            first = int(self.entry_rows[e][0])
+            out.append(
+                Hit(
+                    entry_id=entry_id,
+                    title=self.titles[first],
+                    score=round(float(scores[j]), 4),
+                    dense=round(float(c.dense[j]), 4),
+                    keyword=round(float(c.keyword[j]), 4),
+                    passage_id=self.passage_ids[row],
+                    passage=self.display[row],
+                )
+            )
+        return out
+
+
+def near_copy_rows(
+    version: LoadedVersion, entry: int, query: str, tokens: list[str], max_overlap: float = 0.3
+) -> np.ndarray:
+    """Rows of ``entry`` that are the query itself, contain it verbatim, or share more than
+    ``max_overlap`` of its tokens (Jaccard). Real users do not type a near copy of a similar
+    question already in the KB, so a held-out check that leaves near copies in place only
+    measures string matching and cannot tell which side of the fusion to trust. Containment
+    matters for KBs whose answers repeat their questions ("Q: ... A: ..." blocks, as in
+    esun_faq): with the question still inside its answer passage, keyword search found every
+    held-out question and calibration gave the dense side no weight (esun_faq hit@1 0.74 with
+    weight 0, against 0.80-0.84 for weights 0.5-0.6)."""
+    q = set(tokens)
+    needle = "".join(query.split())
+    hidden = []
+    for r in version.entry_rows[entry]:
+        o = version.token_set(int(r))
+        text = version.texts[r]
+        if (
+            text == query
+            or (q and o and len(q & o) / len(q | o) > max_overlap)
+            or (len(needle) >= 4 and needle in version.compact_text(int(r)))
+        ):
+            hidden.append(int(r))
+    return np.asarray(hidden, dtype=np.int64)
+
+
+def held_out_rows(
+    version: LoadedVersion, row: int, tokens: list[str], max_overlap: float = 0.3
+) -> np.ndarray:
+    """Passages hidden while question passage ``row`` is the query: itself, and every passage of
+    its entry that is a near copy of it (``near_copy_rows``)."""
+    hidden = near_copy_rows(
+        version, int(version.row_entry[row]), version.texts[row], tokens, max_overlap
+    )
+    if row not in hidden:
+        hidden = np.append(hidden, row)
+    return hidden
+
+
+def self_check_rows(version: LoadedVersion, limit: int = 1500, seed: int = 0) -> list[int]:
+    """Question passages whose entry has other passages (so holding one out leaves a target)."""
+    rows = [
+        r
+        for r, kind in enumerate(version.kinds)
+        if kind == "question" and len(version.entry_rows[version.row_entry[r]]) > 1
+    ]
+    if len(rows) > limit:
+        rng = np.random.default_rng(seed)
+        rows = sorted(rng.choice(rows, size=limit, replace=False).tolist())
+    return rows

@@ -1,0 +1,136 @@
+"""Mine one ISO week: compute the review rows from the logs (SQL, plus the clustering) and write
+them; the alerts of the week's health metrics."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from kbflow.mining.cluster import assign_gap_clusters
+from kbflow.mining.tables import _plain, write_week_tables
+from kbflow.mining.weeks import parse_week, previous_week, week_bounds
+from kbflow.settings import MiningSettings
+from kbflow.store.db import staged
+from kbflow.store.logs import connect_logs
+from kbflow.store.sql import fetch_table, load_sql
+
+log = logging.getLogger(__name__)
+
+
+def compute_week(
+    con: duckdb.DuckDBPyConnection,
+    week: str,
+    settings: MiningSettings,
+    mined_at: datetime | None = None,
+) -> dict[str, Any]:
+    """Compute one week's review rows from the log tables on ``con``.
+
+    Returns ``{"low_click_answers": Table, "kb_gaps": Table, "weekly_metrics": Table,
+    "unclustered": int}``; writes nothing."""
+    start, end = week_bounds(week, settings.timezone)
+    prev_start, prev_end = week_bounds(previous_week(week), settings.timezone)
+    mined_at = mined_at or datetime.now(UTC)
+    window = {"start_at": start, "end_at": end}
+    answers = fetch_table(
+        con,
+        "mining/select_answer_stats",
+        {
+            **window,
+            "week": week,
+            "min_impressions": settings.min_impressions,
+            "ctr_threshold": settings.ctr_threshold,
+            "n_samples": settings.sample_queries,
+            "mined_at": mined_at,
+        },
+    )
+    con.execute(load_sql("mining/create_gap_events"))  # the gap_events macro both read
+    gap_queries = fetch_table(con, "mining/select_gap_queries", window)
+    assignments, unclustered = assign_gap_clusters(gap_queries, settings)
+    with staged(con, "staged_gap_assignments", assignments):
+        gaps = fetch_table(
+            con,
+            "mining/select_gap_clusters",
+            {**window, "week": week, "n_samples": settings.example_queries, "mined_at": mined_at},
+        )
+    metrics = fetch_table(
+        con,
+        "mining/select_weekly_metrics",
+        {
+            **window,
+            "week": week,
+            "prev_start_at": prev_start,
+            "prev_end_at": prev_end,
+            "n_bins": settings.histogram_bins,
+            "p95_alert_ms": settings.p95_alert_ms,
+            "fallback_alert_rate": settings.fallback_alert_rate,
+            "handoff_alert_rate": settings.handoff_alert_rate,
+            "ks_alert_threshold": settings.ks_alert_threshold,
+            "min_ks_samples": settings.min_ks_samples,
+            "mined_at": mined_at,
+        },
+    )
+    return {
+        "low_click_answers": answers,
+        "kb_gaps": gaps,
+        "weekly_metrics": metrics,
+        "unclustered": unclustered,
+    }
+
+
+def _config(settings: MiningSettings) -> dict[str, Any]:
+    cfg: dict[str, Any] = {"memory_limit": settings.duckdb_memory_limit}
+    if settings.duckdb_threads:
+        cfg["threads"] = settings.duckdb_threads
+    return cfg
+
+
+def mine_week(
+    logs_path: Path,
+    week: str,
+    settings: MiningSettings | None = None,
+    mined_at: datetime | None = None,
+) -> dict[str, Any]:
+    """Mine ``week`` of ``logs.duckdb`` into its review tables (rerun-safe: replaces the week).
+
+    Returns a small summary: week, row counts, flagged answers, clusters, the metrics row and
+    the alert names raised. Raises ``ConfigError`` for a malformed week."""
+    settings = settings or MiningSettings()
+    parse_week(week)
+    with connect_logs(logs_path, retry_s=60.0, config=_config(settings)) as con:
+        tables = compute_week(con, week, settings, mined_at)
+        write_week_tables(con, week, tables)
+    metrics = _plain(tables["weekly_metrics"].to_pylist()[0])
+    answers = tables["low_click_answers"]
+    summary = {
+        "week": week,
+        "answers": answers.num_rows,
+        "flagged_answers": sum(1 for f in answers.column("flagged").to_pylist() if f),
+        "gap_clusters": tables["kb_gaps"].num_rows,
+        "unclustered_queries": tables["unclustered"],
+        "metrics": metrics,
+        "alerts": alerts_of(metrics),
+    }
+    log.info(
+        "mine: %s: %d queries, %d answers (%d flagged), %d gap clusters, alerts %s",
+        week,
+        metrics["n_queries"],
+        summary["answers"],
+        summary["flagged_answers"],
+        summary["gap_clusters"],
+        summary["alerts"] or "none",
+    )
+    return summary
+
+
+def alerts_of(metrics: dict[str, Any]) -> list[str]:
+    names = {
+        "alert_p95": "p95_latency",
+        "alert_fallback": "fallback_rate",
+        "alert_handoff": "handoff_rate",
+        "alert_score_shift": "top1_score_shift",
+    }
+    return [name for col, name in names.items() if metrics.get(col)]

@@ -1,0 +1,1 @@
+"""Stage ``publish``: make a version live (``pointer``: ``CURRENT``, rollback, pruning), the stage."""

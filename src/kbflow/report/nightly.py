@@ -1,0 +1,241 @@
+"""The nightly run's report: its Markdown summary (the Prefect artifact) and its HTML page."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from kbflow.notify import describe_notice
+from kbflow.report.html import _rows, bar_chart, esc, html_table, page
+from kbflow.report.review import (
+    review_contradictions_section,
+    review_markdown_line,
+    review_semantic_section,
+)
+from kbflow.store.home import atomic_write_text
+
+
+def describe_model_choice(choice: dict[str, Any] | None) -> str | None:
+    """One line on how the run's model was chosen (``kbflow.embed.choose.ModelChoice``)."""
+    if not choice:
+        return None
+    how = {"auto": "chosen by language", "kept": "kept", "explicit": "set in embed.model"}
+    mode = str(choice.get("mode"))
+    line = f"{choice.get('model')}, {how.get(mode, mode)}: {choice.get('reason')}"
+    return ("MODEL SWITCH: " + line) if choice.get("switched") else line
+
+
+def nightly_markdown(summary: Mapping[str, Any]) -> str:
+    rows = summary.get("rows", {})
+    lines = [
+        f"# kb-nightly {summary.get('run_id')}: **{summary.get('status')}**",
+        "",
+        f"- version: `{summary.get('version')}` (previous: `{summary.get('previous_version')}`)",
+        f"- run date: {summary.get('run_date')}, snapshot: `{summary.get('snapshot_id')}`",
+        f"- passages embedded: {summary.get('embedded', 0)}, from cache: {summary.get('cached', 0)}; retired entries: {summary.get('retired', 0)}",
+    ]
+    if summary.get("model_choice"):
+        lines.append(
+            f"- embedding model: `{summary.get('model_key')}` "
+            f"({describe_model_choice(summary['model_choice'])})"
+        )
+    if summary.get("message"):
+        lines.append(f"- message: {summary['message']}")
+    if summary.get("notice"):
+        lines.append(f"- failure notice: {describe_notice(summary['notice'])}")
+    if summary.get("review"):
+        lines.append(review_markdown_line(summary["review"]))
+    gate = summary.get("gate")
+    if gate and not gate.get("skipped"):
+        verdict = (
+            "passed"
+            if gate.get("passed")
+            else ("FAILED (forced)" if gate.get("forced") else "BLOCKED")
+        )
+        lines += [
+            "",
+            f"Quality gate: **{verdict}**",
+            "",
+            "| query set | new hit@3 | live hit@3 (common) |",
+            "|---|---:|---:|",
+        ]
+        lines += [
+            f"| {name} | {c['new']['hit@3']} | {c.get('live_common', {}).get('hit@3', '')} |"
+            for name, c in gate.get("checks", {}).items()
+        ]
+        lines += [f"- {r}" for r in gate.get("reasons", [])]
+    lines += ["", "| outcome | rows |", "|---|---:|"]
+    lines += [
+        f"| {k} | {rows.get(k, 0)} |"
+        for k in ("input", "indexed", "duplicate", "stale", "unpublished", "quarantined")
+    ]
+    timings = summary.get("timings", {})
+    if timings:
+        lines += ["", "| stage | seconds |", "|---|---:|"] + [
+            f"| {k} | {v} |" for k, v in timings.items()
+        ]
+    if summary.get("report"):
+        lines += ["", f"HTML report: {summary['report']}"]
+    return "\n".join(lines)
+
+
+def write_nightly_report(
+    path: Path,
+    summary: dict[str, Any],
+    quarantine: pa.Table | None = None,
+    merges: pa.Table | None = None,
+    stale: pa.Table | None = None,
+    retired: list[str] | None = None,
+    previous_calibration: dict[str, Any] | None = None,
+    contradictions: pa.Table | None = None,
+    semantic_duplicates: pa.Table | None = None,
+) -> Path:
+    """Write the nightly HTML report to ``path`` (atomically) and return it. Contradicting
+    answers found by the review stage come first, under the heading."""
+    rows = summary.get("rows", {})
+    status = str(summary.get("status", "running"))
+    kv = {
+        "run": summary.get("run_id"),
+        "run date": summary.get("run_date"),
+        "version": summary.get("version"),
+        "previous version": summary.get("previous_version"),
+        "export snapshot": summary.get("snapshot_id"),
+        "embedding model": summary.get("model_key"),
+        "model choice": describe_model_choice(summary.get("model_choice")),
+        "passages embedded": summary.get("embedded"),
+        "passages from cache": summary.get("cached"),
+        "embedding throughput (passages/s)": summary.get("embed_per_second"),
+        "retired entries": summary.get("retired"),
+        "message": summary.get("message"),
+        "failure notice": describe_notice(summary.get("notice")),
+    }
+    body = [
+        f'<h1>kbflow nightly run <span class="status {esc(status)}">{esc(status)}</span></h1>',
+        review_contradictions_section(summary.get("review"), contradictions),
+        '<table class="kv">'
+        + "".join(
+            f"<tr><td>{esc(k)}</td><td>{esc(v)}</td></tr>" for k, v in kv.items() if v is not None
+        )
+        + "</table>",
+        gate_section(summary.get("gate")),
+        "<h2>Row accounting</h2>",
+        f"<p>Every input row is exactly one of the outcomes below; they sum to the {esc(rows.get('input', 0))} input rows.</p>",
+        bar_chart(
+            "rows by outcome",
+            {
+                k: rows.get(k, 0)
+                for k in ("indexed", "duplicate", "stale", "unpublished", "quarantined")
+            },
+        ),
+        "<h2>Stage timings</h2>",
+        bar_chart("seconds per stage", summary.get("timings", {}), " s"),
+    ]
+    cal = summary.get("calibration")
+    if cal:
+        body.append("<h2>Retrieval calibration (held-out self-check)</h2>")
+        body.append(
+            html_table(
+                [
+                    {
+                        **{"version": summary.get("version")},
+                        **cal.get("self_check", {}),
+                        "dense weight": cal.get("dense_weight"),
+                        "threshold": cal.get("handoff_threshold"),
+                        "method": cal.get("method"),
+                    }
+                ]
+                + (
+                    [
+                        {
+                            **{"version": "previous"},
+                            **previous_calibration.get("self_check", {}),
+                            "dense weight": previous_calibration.get("dense_weight"),
+                            "threshold": previous_calibration.get("handoff_threshold"),
+                            "method": previous_calibration.get("method"),
+                        }
+                    ]
+                    if previous_calibration
+                    else []
+                ),
+                ["version", "hit@1", "hit@3", "mrr", "dense weight", "threshold", "method"],
+            )
+        )
+        if cal.get("scores_by_weight"):
+            body.append(bar_chart("self-check objective by dense weight", cal["scores_by_weight"]))
+    body += [
+        "<h2>Quarantined rows</h2>",
+        html_table(
+            _rows(quarantine), ["source_file", "source_line", "entry_id", "expectation", "detail"]
+        ),
+        "<h2>Duplicates merged</h2>",
+        html_table(
+            _rows(merges),
+            ["kind", "canonical_id", "merged_id", "similarity", "canonical_title", "merged_title"],
+        ),
+        review_semantic_section(summary.get("review"), semantic_duplicates),
+        "<h2>Stale entries</h2>",
+        html_table(_rows(stale), ["entry_id", "title", "reason", "evidence", "stale_since"]),
+        "<h2>Retired entries</h2>",
+        html_table([{"entry_id": e} for e in retired or []], ["entry_id"]),
+        f'<p class="muted">summary: <code>{esc(json.dumps({k: v for k, v in summary.items() if k != "calibration"}, ensure_ascii=False, default=str))}</code></p>',
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, page(f"kbflow nightly {summary.get('run_id')}", "".join(body)))
+    return path
+
+
+def gate_section(gate: dict[str, Any] | None) -> str:
+    """The quality gate: verdict, hit@k of the new version against the live one per query set,
+    and the queries the live version answered and the new one does not, side by side."""
+    if not gate:
+        return ""
+    if gate.get("skipped"):
+        return "<h2>Quality gate</h2><p>skipped (gate.enabled is false)</p>"
+    verdict = (
+        "passed"
+        if gate.get("passed")
+        else ("failed, published anyway (--force)" if gate.get("forced") else "blocked")
+    )
+    out = [
+        f'<h2>Quality gate: <span class="status {esc("published" if gate.get("passed") else "blocked")}">{esc(verdict)}</span></h2>'
+    ]
+    if gate.get("reasons"):
+        out.append("<ul>" + "".join(f"<li>{esc(r)}</li>" for r in gate["reasons"]) + "</ul>")
+    rows = []
+    for name, c in gate.get("checks", {}).items():
+        for label, key in (
+            ("new", "new"),
+            ("live", "live"),
+            ("new, common queries", "new_common"),
+            ("live, common queries", "live_common"),
+        ):
+            if key in c:
+                rows.append({"query set": name, "version": label, **c[key]})
+    out.append(html_table(rows, ["query set", "version", "n", "hit@1", "hit@3", "mrr"]))
+    failing = gate.get("failing") or []
+    if failing:
+        out.append(
+            f"<h3>Queries the live version {esc(gate.get('live_version'))} answers in its top 3 and "
+            f"the new one does not ({esc(gate.get('failing_total', len(failing)))} in all)</h3>"
+        )
+        out.append(
+            html_table(
+                [
+                    {
+                        **f,
+                        "expected": ", ".join(f["expected"]),
+                        "live top 3": " | ".join(f["live_top"]),
+                        "new top 3": " | ".join(f["new_top"]),
+                    }
+                    for f in failing
+                ],
+                ["set", "query", "expected", "live_rank", "live top 3", "new_rank", "new top 3"],
+            )
+        )
+    for note in gate.get("notes") or []:
+        out.append(f'<p class="muted">{esc(note)}</p>')
+    return "".join(out)

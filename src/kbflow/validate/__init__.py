@@ -1,0 +1,1 @@
+"""Stage ``validate``: a Great Expectations suite over the parsed rows (``expectations``)."""
