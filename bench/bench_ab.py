@@ -32,8 +32,11 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 
-def run_side(code: Path, bench: Path, entries: int, work: Path, out: Path) -> dict[str, Any]:
+def run_side(
+    code: Path, bench: Path, entries: int, work: Path, out: Path, label: str
+) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KBFLOW_")}
+    env["KBFLOW_BENCH_CODE"] = label
     env["PYTHONPATH"] = os.pathsep.join([str(code / "src"), str(code)])
     env["HF_HUB_OFFLINE"] = "1"
     shutil.rmtree(work / "home", ignore_errors=True)
@@ -68,13 +71,16 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     base = extract_code(work, a.baseline)
     sides = {"baseline": (base, base / "bench"), "current": (ROOT, HERE)}
+    names = {"baseline": f"git {base.name.removeprefix('code-')}", "current": "working tree"}
     runs: dict[str, list[dict[str, Any]]] = {"baseline": [], "current": []}
     for i in range(a.pairs):
         for label in ("baseline", "current") if i % 2 == 0 else ("current", "baseline"):
             code, bench = sides[label]
             side_work = work / label
             side_work.mkdir(exist_ok=True)
-            r = run_side(code, bench, a.entries, side_work, side_work / f"run-{i}.json")
+            r = run_side(
+                code, bench, a.entries, side_work, side_work / f"run-{i}.json", names[label]
+            )
             runs[label].append(r)
             print(f"{label} #{i + 1}: {r['total_s']} s ({r['status']})", flush=True)
     stages = [

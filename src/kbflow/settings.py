@@ -94,7 +94,8 @@ class EmbedSettings(BaseModel):
     model_path: Path | None = None
     """``sglang``: the model folder the worker loads (e.g. a Qwen3-Embedding checkout)."""
     gpus: int = Field(1, ge=1)
-    """``sglang``: one worker per GPU (``CUDA_VISIBLE_DEVICES`` set per worker when > 1)."""
+    """``sglang``: one worker per GPU. With more than one, each worker gets one of the GPUs this
+    process may use (its ``CUDA_VISIBLE_DEVICES``, in order; 0..gpus-1 when unset)."""
     launch_command: list[str] = Field(
         default_factory=lambda: [
             "{python}",

@@ -90,7 +90,11 @@ def test_freeze_code_extracts_head_and_puts_it_first(tmp_path: Path) -> None:
         label = run_all.freeze_code(tmp_path)
         snap = Path(os.environ["PYTHONPATH"].split(os.pathsep)[0])
         assert label.startswith("git ") and os.environ["KBFLOW_BENCH_CODE"] == label
-        assert (snap / "kbflow" / "pipeline.py").is_file()
+        tracked = subprocess.run(
+            ["git", "ls-tree", "-r", "--name-only", "HEAD", "src/kbflow"],
+            cwd=ROOT, capture_output=True, text=True, check=True,
+        ).stdout.split()  # fmt: skip
+        assert tracked and all((snap.parent / p).exists() for p in tracked)
         assert (snap.parent / "sql").is_dir()
         out = subprocess.run(
             [sys.executable, "-c", "import kbflow; print(kbflow.__file__)"],

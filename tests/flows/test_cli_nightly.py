@@ -11,8 +11,8 @@ from pathlib import Path
 from ..conftest import EXAMPLES
 
 
-def kbflow(*args: str, home: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "KBFLOW_HOME": str(home)}
+def kbflow(*args: str, home: Path, **extra_env: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "KBFLOW_HOME": str(home), **extra_env}
     return subprocess.run(
         [sys.executable, "-m", "kbflow.cli", *args],
         capture_output=True,
@@ -80,3 +80,20 @@ def test_missing_source_is_reported_without_traceback(tmp_path: Path):
     # one line that names the missing source, and no traceback anywhere in stderr
     assert "Traceback" not in out.stderr
     assert "nope" in out.stderr.strip().splitlines()[-1]
+
+
+def test_a_prefect_server_that_starts_too_slowly_is_one_line_and_nothing_runs(tmp_path: Path):
+    # a busy laptop: Prefect's ephemeral server not up within the allowed time (0 s here)
+    out = kbflow(
+        "nightly",
+        "--source",
+        str(EXAMPLES / "kb_en" / "export"),
+        home=tmp_path / "home",
+        PREFECT_HOME=str(tmp_path / "prefect"),
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="0",
+    )
+    assert out.returncode == 75, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr + out.stdout
+    (line,) = out.stderr.strip().splitlines()
+    assert line.startswith("kbflow: Prefect's local API server did not start within 0 s")
+    assert not (tmp_path / "home").exists()  # nothing ran

@@ -168,6 +168,10 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
+#: Seconds Prefect's ephemeral API server may take to start (Prefect's default: 20).
+PREFECT_STARTUP_TIMEOUT_S = 180
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING
@@ -180,11 +184,27 @@ def main(argv: list[str] | None = None) -> int:
     # KbflowError) the CLI prints one line instead, and re-raises anything else. -v shows all.
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if args.verbose else "CRITICAL")
     os.environ.setdefault("TQDM_DISABLE", "1")
+    # Prefect's local (ephemeral) API server gets 20 s to start by default; on a busy laptop it
+    # can take longer, and the run would die before its first stage.
+    os.environ.setdefault(
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", str(PREFECT_STARTUP_TIMEOUT_S)
+    )
     try:
         return COMMANDS[args.command](args)
     except KbflowError as exc:
         print(f"kbflow: {exc}", file=sys.stderr)
         return exc.exit_code
+    except RuntimeError as exc:
+        if "ephemeral Prefect API server" not in str(exc):
+            raise
+        timeout = os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"]
+        print(
+            f"kbflow: Prefect's local API server did not start within {timeout} s (a busy "
+            "machine?); nothing was run. Retry, raise PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_"
+            "SECONDS, or point PREFECT_API_URL at a running Prefect server",
+            file=sys.stderr,
+        )
+        return 75  # EX_TEMPFAIL: try again later
     except KeyboardInterrupt:
         print("kbflow: interrupted", file=sys.stderr)
         return 130

@@ -42,7 +42,15 @@ QWEN3_DEFAULT_TASK = "Given a web search query, retrieve relevant passages that 
 _BACKOFF_CAP_S = 60.0
 
 
-_TOO_LONG_MARKERS = ("too long", "too many tokens", "maximum context", "context length")
+#: Words of a 400 that means "too long": the tokenizer's "longer than the model's context
+#: length" and SGLang's scheduler's "exceeds the maximum allowed length" among them.
+_TOO_LONG_MARKERS = (
+    "too long",
+    "too many tokens",
+    "maximum context",
+    "context length",
+    "maximum allowed length",
+)
 
 
 T = TypeVar("T")
@@ -250,6 +258,14 @@ class OpenAIEmbedder:
     def _embed(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.info.dim), dtype=np.float32)
+        blank = [i for i, t in enumerate(texts) if not t.strip()]
+        if blank:
+            # SGLang refuses the whole request (400, "cannot be empty or whitespace only"): fail
+            # here, before anything is sent, naming what the caller should have dropped.
+            raise EmbeddingError(
+                f"{len(blank)} of {len(texts)} texts are empty or whitespace only (first at "
+                f"index {blank[0]}); an embedding server refuses them: drop them before embedding"
+            )
         s = self._settings
         batches = pack_batches(texts, s.batch_tokens, s.batch_items)
         out = np.empty((len(texts), self.info.full_dim), dtype=np.float32)

@@ -50,8 +50,20 @@ class FaultOptions:
     """Exit the process (as a crash would) on the embedding request after the first N."""
     max_batch_tokens: int | None = None
     """Reject requests over this many estimated tokens with 413 (as a gateway would)."""
+    too_long_as_sglang: bool = False
+    """Reject them as SGLang's scheduler does instead: 400, "exceeds the maximum allowed length"."""
     perturb: float = 0.0
     """Add this much of one fixed random direction to every vector, then re-normalise."""
+
+
+def blank_input_message(texts: list[str], single: bool = False) -> str | None:
+    """SGLang's answer (status 400, these words: ``serving_embedding._validate_request``) to an
+    empty or whitespace-only input, so tests against this server see what production sees."""
+    for i, text in enumerate(texts):
+        if not text.strip():
+            where = "" if single else f" at index {i}"
+            return f"Input{where} cannot be empty or whitespace only"
+    return None
 
 
 def create_app(embedder: Embedder, model_name: str, faults: FaultOptions | None = None) -> FastAPI:
@@ -109,12 +121,21 @@ def create_app(embedder: Embedder, model_name: str, faults: FaultOptions | None 
             return error(
                 400, "input must be a non-empty string or list of strings", "invalid_request_error"
             )
+        if blank := blank_input_message(texts, single=isinstance(raw, str)):
+            return error(400, blank, "BadRequestError")
         if body.get("model") not in (None, model_name):
             return error(
                 404, f"model {body.get('model')!r} is not served here", "invalid_request_error"
             )
         if faults.max_batch_tokens is not None:
             tokens = sum(estimate_tokens(t) for t in texts)
+            if tokens > faults.max_batch_tokens and faults.too_long_as_sglang:
+                return error(
+                    400,
+                    f"Input length ({tokens} tokens) exceeds the maximum allowed length "
+                    f"({faults.max_batch_tokens} tokens)",
+                    "BadRequestError",
+                )
             if tokens > faults.max_batch_tokens:
                 return error(413, f"request too large: {tokens} tokens", "invalid_request_error")
         with lock:  # one encode at a time: torch already uses every core for one batch
@@ -238,6 +259,11 @@ def add_serve_options(p: argparse.ArgumentParser) -> None:
         help="answer 413 to requests over N estimated tokens",
     )
     t.add_argument(
+        "--too-long-as-sglang",
+        action="store_true",
+        help="answer them 400 'exceeds the maximum allowed length', as SGLang's scheduler does",
+    )
+    t.add_argument(
         "--perturb", type=float, default=0.0, metavar="X", help="shift every vector by X (drift)"
     )
 
@@ -258,6 +284,7 @@ def run_serve_embeddings(args: argparse.Namespace) -> int:
             delay_ms=args.delay_ms,
             exit_after=args.exit_after,
             max_batch_tokens=args.max_batch_tokens,
+            too_long_as_sglang=args.too_long_as_sglang,
             perturb=args.perturb,
         ),
         pid_file=args.pid_file,

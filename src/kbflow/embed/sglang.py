@@ -1,17 +1,21 @@
 """The ``sglang`` backend's worker lifecycle: start, wait until ready, yield URLs, always stop.
 
 :func:`run_workers` starts one embedding server per GPU (``CUDA_VISIBLE_DEVICES`` set per worker
-when ``gpus > 1``) from ``EmbedSettings.launch_command``, by default
+when ``gpus > 1``, to the GPUs this process was given: a host started with
+``CUDA_VISIBLE_DEVICES=4,5`` runs its workers on 4 and 5, never on 0 and 1) from ``EmbedSettings.launch_command``, by default
 ``python -m sglang.launch_server --model-path DIR --is-embedding --host 127.0.0.1 --port N``.
 The command is a template so a team can launch a container or another launcher instead, and
 so the tests launch ``kbflow serve-embeddings`` through this same code. Each worker's output is
 streamed into the run log; readiness is ``/health`` == 200 and then one real embedding request.
 On leaving the context, normally or by any exception including ``KeyboardInterrupt``, every
 worker's whole process group gets SIGTERM, then SIGKILL after a grace period, and is reaped.
+A worker also dies with the thread that started it (Linux ``PR_SET_PDEATHSIG``): when kbflow is
+killed with SIGKILL no cleanup code runs, and a live worker would keep its GPU memory.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import os
@@ -24,7 +28,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,9 +54,26 @@ def free_port(host: str = HOST) -> int:
         return int(s.getsockname()[1])
 
 
-def worker_command(settings: EmbedSettings, port: int, gpu: int) -> list[str]:
+def worker_devices(gpus: int, visible: str | None) -> Sequence[str | None]:
+    """The ``CUDA_VISIBLE_DEVICES`` value of each of ``gpus`` workers, given this process's own
+    (``visible``; None when unset). One worker inherits the environment unchanged (``None``);
+    several get one device each, taken from the devices this process may use, in order."""
+    if gpus == 1:
+        return [None]
+    if visible is None or not visible.strip():
+        return [str(i) for i in range(gpus)]
+    devices = [d.strip() for d in visible.split(",") if d.strip()]
+    if len(devices) < gpus:
+        raise ConfigError(
+            f"embed.gpus is {gpus} but CUDA_VISIBLE_DEVICES={visible!r} gives this process "
+            f"{len(devices)} GPU(s): lower embed.gpus or make more GPUs visible"
+        )
+    return devices[:gpus]
+
+
+def worker_command(settings: EmbedSettings, port: int, gpu: int | str) -> list[str]:
     """The launch command with ``{python}``, ``{model_path}``, ``{host}``, ``{port}``, ``{gpu}``
-    filled in, plus ``launch_extra_args``."""
+    (the worker's device id as this process sees it) filled in, plus ``launch_extra_args``."""
     uses_model = any("{model_path}" in part for part in settings.launch_command)
     if uses_model and settings.model_path is None:
         raise ConfigError("the sglang backend needs --model-path DIR (the model folder to serve)")
@@ -68,6 +89,19 @@ def worker_command(settings: EmbedSettings, port: int, gpu: int) -> list[str]:
     except (KeyError, IndexError) as exc:
         raise ConfigError(f"embed.launch_command has an unknown placeholder: {exc}") from exc
     return cmd + list(settings.launch_extra_args)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Runs in the worker between fork and exec: SIGKILL it when its parent thread dies. Where
+    ``prctl`` is missing (not Linux) the worker still gets stopped by :func:`stop_worker`."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
 
 
 @dataclass
@@ -97,12 +131,14 @@ def _stream_log(worker: Worker) -> None:
 
 
 def start_worker(settings: EmbedSettings, gpu: int) -> Worker:
+    """Start worker number ``gpu`` (0-based) of ``settings.gpus`` on its own device."""
     port = free_port()
-    cmd = worker_command(settings, port, gpu)
     env = dict(os.environ)
-    if settings.gpus > 1:
-        env["CUDA_VISIBLE_DEVICES"] = str(gpu)
-    log.info("starting embedding worker on gpu %d: %s", gpu, " ".join(cmd))
+    device = worker_devices(settings.gpus, env.get("CUDA_VISIBLE_DEVICES"))[gpu]
+    if device is not None:
+        env["CUDA_VISIBLE_DEVICES"] = device
+    cmd = worker_command(settings, port, device if device is not None else gpu)
+    log.info("starting embedding worker %d on GPU %s: %s", gpu, device or "0", " ".join(cmd))
     try:
         process = subprocess.Popen(
             cmd,
@@ -111,6 +147,7 @@ def start_worker(settings: EmbedSettings, gpu: int) -> Worker:
             stdin=subprocess.DEVNULL,
             env=env,
             start_new_session=True,  # its own process group: we stop the worker and its children
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
     except OSError as exc:
         raise ConfigError(f"cannot start the embedding worker {cmd[0]!r}: {exc}") from exc
@@ -206,6 +243,7 @@ def run_workers(settings: EmbedSettings) -> Iterator[list[str]]:
     them all on exit, whatever happened (the ``ExitStack`` unwinds on any exception)."""
     with ExitStack() as stack:
         workers: list[Worker] = []
+        worker_devices(settings.gpus, os.environ.get("CUDA_VISIBLE_DEVICES"))  # refuse early
         for gpu in range(settings.gpus):
             worker = start_worker(settings, gpu)
             stack.callback(stop_worker, worker)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import random
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -144,11 +147,14 @@ def test_503s_are_retried_with_backoff_until_they_stop(local_embedder):
     assert cosines(got, local_embedder.embed_documents(TEXTS)).min() >= 0.999
 
 
-def test_too_large_requests_are_split_and_qwen3_queries_instructed(local_embedder):
+@pytest.mark.parametrize("refusal", ["413", "sglang"])
+def test_too_large_requests_are_split_and_qwen3_queries_instructed(local_embedder, refusal):
     name = "Qwen3-Embedding-test"
-    with embedding_server(
-        "--model-dir", str(default_model_dir()), "--model-name", name, "--max-batch-tokens", "300"
-    ) as server:
+    args = ["--model-dir", str(default_model_dir()), "--model-name", name]
+    args += ["--max-batch-tokens", "300"] + (
+        ["--too-long-as-sglang"] if refusal == "sglang" else []
+    )
+    with embedding_server(*args) as server:
         emb = OpenAIEmbedder(settings(server.url, model=name, batch_tokens=100_000))
         texts = varied_texts(60, seed=3)
         got = emb.embed_documents(texts)
@@ -196,3 +202,22 @@ def test_when_one_endpoint_dies_the_other_takes_its_work(local_embedder):
     assert emb.requests[dying.url] == 3  # the probe and two batches, then it crashed
     assert healthy.stats()["inputs"] - before == len(texts) - 2 * 5
     assert cosines(got, local_embedder.embed_documents(texts)).min() >= 0.999
+
+
+def test_blank_texts_are_never_sent_and_the_server_refuses_them_as_sglang_does():
+    server = shared_server()
+    emb = OpenAIEmbedder(settings(server.url))
+    before = server.stats()
+    with pytest.raises(EmbeddingError, match=r"1 of 3 texts are empty or whitespace only"):
+        emb.embed_documents(["退货", " \u3000\n", "refund"])
+    assert server.stats()["seen"] == before["seen"]  # refused before anything was sent
+    # what SGLang answers (serving_embedding._validate_request), from our own server too
+    body = json.dumps({"input": ["退货", "  "], "model": "all-MiniLM-L6-v2"}).encode()
+    req = urllib.request.Request(
+        f"{server.url}/embeddings", data=body, headers={"Content-Type": "application/json"}
+    )
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(req, timeout=30)
+    assert info.value.code == 400
+    message = json.loads(info.value.read())["error"]["message"]
+    assert message == "Input at index 1 cannot be empty or whitespace only"
