@@ -8,18 +8,19 @@ export PREFECT_HOME ?= $(CURDIR)/.prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export HF_HUB_OFFLINE := 1
 
-.PHONY: demo test lint typecheck bench bench-venv bench-report serve clean-demo help
+.PHONY: demo test lint typecheck bench bench-venv bench-report serve clean-demo help gpu-venv sglang-venv
 
 help:
 	@echo "make demo   # build the environment, run kb-nightly on the bundled sample, search it"
 	@echo "make test   # build the environment, run the test suite"
 	@echo "make serve  # run the scheduled deployments on this box (KBFLOW_SOURCE, KBFLOW_HOME; README: Operations)"
+	@echo "make gpu-venv sglang-venv  # a GPU host: kbflow with faiss-gpu, SGLang in its own environment (README: GPU runbook)"
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "kbflow needs Python 3.11 ($(PYTHON) not found; set PYTHON=...)"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade --quiet pip
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -e ".[cpu,dev]"
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -57,7 +58,7 @@ $(BENCH_STAMP): pyproject.toml $(STAMP)
 	echo '*' > $(BENCH_VENV)/.gitignore
 	$(BENCH_VENV)/bin/pip install --upgrade --quiet pip
 	$(BIN)/pip freeze --exclude-editable | grep -v -i '^marshmallow==' > $(BENCH_VENV)/constraints.txt
-	$(BENCH_VENV)/bin/pip install --quiet -e ".[bench]" -c $(BENCH_VENV)/constraints.txt
+	$(BENCH_VENV)/bin/pip install --quiet -e ".[cpu,bench]" -c $(BENCH_VENV)/constraints.txt
 	touch $(BENCH_STAMP)
 
 bench-venv: $(BENCH_STAMP)
@@ -73,6 +74,34 @@ bench-report: $(STAMP)
 # a local Prefect server unless PREFECT_API_URL is set (deployments/deploy.py, README: Operations).
 serve: $(STAMP)
 	$(BIN)/python deployments/deploy.py serve
+
+# GPU hosts (README: GPU runbook). kbflow's environment with the official faiss-gpu instead of
+# faiss-cpu (both install the same files, so an environment holds one), and SGLang in an
+# environment of its own: it pins torch, transformers and openai versions kbflow cannot share.
+# SGLang 0.5.23 needs CUDA 13 (NVIDIA driver >= 580); older drivers get 0.5.8 (CUDA 12.9,
+# the first with /v1/rerank). Override with SGLANG_VERSION=...
+GPU_VENV      := .venv-gpu
+SGLANG_VENV   := .venv-sglang
+DRIVER_MAJOR  := $(shell nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -1 | cut -d. -f1)
+SGLANG_VERSION ?= $(if $(DRIVER_MAJOR),$(if $(shell [ $(DRIVER_MAJOR) -ge 580 ] && echo y),0.5.23,0.5.8),0.5.23)
+
+gpu-venv: $(GPU_VENV)/.installed
+$(GPU_VENV)/.installed: pyproject.toml
+	test -x $(GPU_VENV)/bin/python || $(PYTHON) -m venv $(GPU_VENV)
+	$(GPU_VENV)/bin/pip install --upgrade --quiet pip
+	$(GPU_VENV)/bin/pip install --quiet -e ".[gpu]"
+	$(GPU_VENV)/bin/python -c "import faiss; n = faiss.get_num_gpus(); print(f'faiss {faiss.__version__}: {n} GPU(s)'); raise SystemExit(0 if n else 'faiss-gpu sees no GPU: check the driver (nvidia-smi)')"
+	touch $@
+
+sglang-venv: $(SGLANG_VENV)/.installed
+$(SGLANG_VENV)/.installed:
+	@echo "SGLang $(SGLANG_VERSION) (NVIDIA driver $(or $(DRIVER_MAJOR),not found))"
+	test -x $(SGLANG_VENV)/bin/python || $(PYTHON) -m venv $(SGLANG_VENV)
+	$(SGLANG_VENV)/bin/pip install --upgrade --quiet pip
+	$(SGLANG_VENV)/bin/pip install --quiet "sglang==$(SGLANG_VERSION)"
+	$(SGLANG_VENV)/bin/python -c "import importlib.metadata as m; print('sglang', m.version('sglang'))"
+	@echo "export KBFLOW_EMBED__SGLANG_PYTHON=$(CURDIR)/$(SGLANG_VENV)/bin/python"
+	touch $@
 
 clean-demo:
 	rm -rf $(DEMO_HOME)

@@ -13,6 +13,7 @@ from datetime import date
 
 from kbflow_tasks import nightly as t
 
+from kbflow.embed.sglang import workers_for_run
 from kbflow.errors import KbflowError
 from kbflow.results import Pulled, RunSummary
 from kbflow.settings import Settings
@@ -24,10 +25,13 @@ def build_and_publish(
 ) -> RunSummary:
     """Build a version of the run's passages and publish it if the quality gate lets it (or
     ``force``); a blocked version is reported and a failure notice sent."""
-    embedded = t.embed(data, run_id, settings)
-    built = t.index(data, run_id, day, pulled, embedded, settings)
-    t.review(data, run_id, built["version"], settings)
-    gate = t.gate(data, run_id, built["version"], settings, force)
+    # sglang: one worker start for every text the build embeds (passages, canaries, review
+    # titles, calibration and gate queries), stopped before publishing
+    with workers_for_run(settings, data.root) as serving:
+        embedded = t.embed(data, run_id, serving)
+        built = t.index(data, run_id, day, pulled, embedded, serving)
+        t.review(data, run_id, built["version"], serving)
+        gate = t.gate(data, run_id, built["version"], serving, force)
     t.account(data, run_id, pulled)
     if not gate["publish"]:
         reasons = "; ".join(gate["reasons"])

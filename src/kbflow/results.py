@@ -64,6 +64,8 @@ class Cleaned(StageSummary):
     stale: int
     unpublished: int
     entries: int
+    blank_similar_questions: int
+    """Empty or whitespace-only similar questions dropped (never embedded: SGLang refuses them)."""
 
 
 class Chunked(StageSummary):
@@ -97,6 +99,9 @@ class Embedded(StageSummary):
     embedded: int
     per_second: float
     model: dict[str, Any]
+    drift: dict[str, Any]
+    """``kbflow.embed.drift.DriftCheck.as_dict()``: canaries vs stored, and on first use vs a
+    reference computed another way (which one, and the cosine)."""
 
 
 class Built(StageSummary):

@@ -81,7 +81,11 @@ class EmbedSettings(BaseModel):
     """Matryoshka dimension (truncate then re-normalise); None = the model's full size."""
     batch_size: int = Field(64, ge=1)
     query_instruction: str | None = None
-    """Task text; for Qwen3-Embedding queries become ``Instruct: {task}\\nQuery:{q}``."""
+    """Text put before every query (never before documents). None: the model folder's own
+    (``config_sentence_transformers.json``, ``prompts.query``; Qwen3-Embedding ships
+    ``Instruct: {task}\\nQuery:``) when ``model_path`` is given; without a folder (``openai``
+    endpoints) Qwen3-Embedding names get Qwen's default task. ``""``: none. A value ending in
+    ``:`` is the whole prompt; any other is a task, wrapped as ``Instruct: {task}\\nQuery:``."""
     device: str = "cpu"
     threads: int | None = None
     urls: list[str] = Field(default_factory=list)
@@ -96,6 +100,15 @@ class EmbedSettings(BaseModel):
     gpus: int = Field(1, ge=1)
     """``sglang``: one worker per GPU. With more than one, each worker gets one of the GPUs this
     process may use (its ``CUDA_VISIBLE_DEVICES``, in order; 0..gpus-1 when unset)."""
+    sglang_python: Path | None = None
+    """``sglang``: the Python of SGLang's own environment (``make sglang-venv`` builds
+    ``.venv-sglang``: SGLang pins torch, transformers and openai versions kbflow cannot share).
+    None: this Python. Checked before a worker starts: it must exist and carry SGLang
+    >= 0.5.5."""
+    mem_fraction: float = Field(0.6, gt=0, lt=1)
+    """``sglang``: share of each GPU's memory a worker takes for weights and cache
+    (``--mem-fraction-static``). SGLang's own default (~0.9) leaves nothing for FAISS's GPU
+    training or a reranker on the same GPU; see README "GPU runbook"."""
     launch_command: list[str] = Field(
         default_factory=lambda: [
             "{python}",
@@ -108,10 +121,13 @@ class EmbedSettings(BaseModel):
             "{host}",
             "--port",
             "{port}",
+            "--mem-fraction-static",
+            "{mem_fraction}",
         ]
     )
-    """``sglang``: the worker command; ``{python}``, ``{model_path}``, ``{host}``, ``{port}`` and
-    ``{gpu}`` are filled in. Point it at a container or another launcher if needed."""
+    """``sglang``: the worker command; ``{python}`` (``sglang_python``), ``{model_path}``,
+    ``{host}``, ``{port}``, ``{gpu}`` and ``{mem_fraction}`` are filled in. Point it at a
+    container or another launcher if needed."""
     launch_extra_args: list[str] = Field(default_factory=list)
     """Appended to ``launch_command`` (e.g. ``["--disable-radix-cache"]``)."""
     startup_timeout: float = Field(900.0, gt=0)
@@ -166,6 +182,11 @@ class IndexSettings(BaseModel):
     hnsw_max: int = 1_000_000
     """Up to this many: HNSW32; above: IVF."""
     keep_versions: int = Field(5, ge=1)
+    device: Literal["auto", "cpu", "gpu"] = "auto"
+    """Where FAISS trains IVF indexes (above ``hnsw_max``): ``auto`` on a GPU when the loaded
+    FAISS build sees one (``kbflow[gpu]``), ``gpu`` refuses to build without one (set it on GPU
+    hosts: a CPU build installed over the GPU one is caught), ``cpu`` never. A failed GPU
+    training falls back to the CPU with a warning."""
     dense_second_weight: float = Field(0.5, ge=0, le=1)
     """Weight of an entry's second-best passage in its dense score, ``(best + w·second)/(1+w)``.
     Measured with the default model on ../shared/data test splits, dense only, hit@1 / hit@3 with

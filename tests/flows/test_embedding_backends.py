@@ -38,7 +38,7 @@ def launcher(pid_dir: Path, *extra: str) -> list[str]:
         "--port",
         "{port}",
         "--pid-file",
-        str(pid_dir / "worker-{gpu}.pid"),
+        str(pid_dir / "worker-{gpu}-{port}.pid"),  # one file per start
         *extra,
     ]
 
@@ -101,6 +101,8 @@ def test_sglang_lifecycle_starts_two_workers_embeds_and_stops_them(local_home: P
         "embed.backend": "sglang",
         "embed.model": "all-MiniLM-L6-v2",
         "embed.gpus": 2,
+        # instructed queries: calibration and the gate embed queries through the backend too
+        "embed.query_instruction": "Find the help-centre entry that answers the question",
         "embed.launch_command": launcher(pid_dir),
         "embed.batch_items": 8,
         "embed.startup_timeout": 120,
@@ -111,7 +113,9 @@ def test_sglang_lifecycle_starts_two_workers_embeds_and_stops_them(local_home: P
     )
     assert out["status"] == "published"
     pids = worker_pids(pid_dir)
+    # started once for the whole build (embed, review titles, calibration, gate), then stopped
     assert len(pids) == 2 and not any(pid_alive(p) for p in pids)
+    assert not (home / "embed-workers.json").exists()
     ids, vecs, _ = live_index(home)
     ids_local, vec_local, _ = live_index(local_home)
     assert ids == ids_local and (vecs * vec_local).sum(axis=1).min() >= 0.999
@@ -201,3 +205,29 @@ def test_calibration_of_an_instructed_model_gets_its_own_workers(tmp_path: Path)
         assert make_embedder(cal.embed).embed_queries(["怎么退货"]).shape == (1, 384)
     (pid,) = worker_pids(tmp_path)
     assert not pid_alive(pid)
+
+
+def test_blank_similar_questions_are_counted_and_never_sent(tmp_path: Path):
+    """The real server refuses blank inputs with SGLang's 400 and words, so a run that sent one
+    would fail; blank questions are dropped in clean and counted in its summary."""
+    import shutil
+
+    export = tmp_path / "export"
+    shutil.copytree(EN / "export", export)
+    faq = export / "faq.jsonl"
+    lines = faq.read_text(encoding="utf-8").split("\n")  # the sample's bad lines stay as they are
+    for i, blanks in ((0, ["   ", "\u3000\u3000"]), (1, ["\t\n"])):
+        row = json.loads(lines[i])
+        row["similar_questions"] += blanks
+        lines[i] = json.dumps(row, ensure_ascii=False)
+    faq.write_text("\n".join(lines), encoding="utf-8")
+    overrides = {
+        "embed.backend": "openai",
+        "embed.urls": [shared_server().url],
+        "embed.model": "all-MiniLM-L6-v2",
+    }
+    home = tmp_path / "home"
+    out = kb_nightly(source=str(export), run_date=RUN_DATE, home=str(home), overrides=overrides)
+    assert out["status"] == "published"
+    (clean,) = (home / "runs").glob("*/clean/_SUCCESS.json")
+    assert json.loads(clean.read_text())["blank_similar_questions"] == 3

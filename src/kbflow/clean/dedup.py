@@ -65,7 +65,8 @@ class CleanResult:
     ``counts``: read, indexed, duplicate, duplicate_exact, duplicate_near, stale, unpublished,
     not_yet_effective (a part of unpublished), near_candidate_pairs (from LSH),
     near_screened_pairs (left after the MinHash screen, checked by exact Jaccard),
-    near_verified_pairs (pairs that passed and joined two clusters).
+    near_verified_pairs (pairs that passed and joined two clusters), blank_similar_questions
+    (empty or whitespace-only similar questions dropped: never embedded).
     """
 
     entries: pa.Table
@@ -105,15 +106,21 @@ def _field_date(value: str | None, column: str, row_id: int, entry_id: str) -> d
         ) from exc
 
 
-def _clean_similar(questions: list[str | None] | None, title: str) -> list[str]:
+def _clean_similar(
+    questions: list[str | None] | None, title: str, blank: list[int] | None = None
+) -> list[str]:
     """Normalised similar questions: empty ones and the title dropped, case-insensitive
-    de-duplication, first occurrence kept."""
+    de-duplication, first occurrence kept. Blank ones (empty or whitespace only after
+    normalisation: nothing to embed, and SGLang refuses them) are counted in ``blank[0]``."""
     seen = {title.casefold()}
     out: list[str] = []
     for q in questions or ():
         nq = normalize_text(q)
         key = nq.casefold()
-        if nq and key not in seen:
+        if not nq.strip():
+            if blank is not None and q is not None:
+                blank[0] += 1
+        elif key not in seen:
             seen.add(key)
             out.append(nq)
     return out
@@ -173,7 +180,8 @@ def _clean_rows(rows: pa.Table, run_date: date, settings: CleanSettings) -> Clea
 
     titles = [normalize_text(t) for t in col["title"]]
     answers = [normalize_text(a) for a in col["answer"]]
-    similar = [_clean_similar(q, titles[i]) for i, q in enumerate(col["similar_questions"])]
+    blank = [0]
+    similar = [_clean_similar(q, titles[i], blank) for i, q in enumerate(col["similar_questions"])]
     category_of: dict[str | None, str | None] = {}  # few distinct categories
     categories = [
         category_of[c] if c in category_of else category_of.setdefault(c, normalize_text(c) or None)
@@ -370,6 +378,7 @@ def _clean_rows(rows: pa.Table, run_date: date, settings: CleanSettings) -> Clea
     counts["near_candidate_pairs"] = n_candidates
     counts["near_screened_pairs"] = n_screened
     counts["near_verified_pairs"] = n_verified
+    counts["blank_similar_questions"] = blank[0]
     if counts["indexed"] + counts["duplicate"] + counts["stale"] + counts["unpublished"] != n:
         raise AccountingError(f"clean: outcomes {counts} do not sum to {n} rows")
     log.info(

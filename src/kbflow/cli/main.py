@@ -19,6 +19,7 @@ from kbflow.cli.common import home_arg
 from kbflow.cli.embed import add_nightly_options, add_serve_embeddings_command
 from kbflow.cli.mine import add_commands as add_mining_commands
 from kbflow.cli.nightly import cmd_nightly
+from kbflow.cli.rerank import add_serve_reranker_command
 from kbflow.cli.search import cmd_eval, cmd_rollback, cmd_runs, cmd_search, cmd_serve, cmd_versions
 from kbflow.errors import KbflowError
 
@@ -154,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_mining_commands(sub, COMMANDS)
     add_backfill_commands(sub, COMMANDS)
     add_serve_embeddings_command(sub, COMMANDS)
+    add_serve_reranker_command(sub, COMMANDS)
     return parser
 
 

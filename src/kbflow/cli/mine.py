@@ -20,7 +20,8 @@ from kbflow.store.home import DataHome
 EPILOG = "Data home: --home DIR, or KBFLOW_HOME (default ./.kbflow). Docs: README.md."
 
 
-_SAMPLE_GOLDEN = Path(__file__).resolve().parents[2] / "examples" / "kb_zh" / "golden.jsonl"
+#: The bundled Chinese sample's golden file, in a checkout (src/kbflow/cli/ -> the repository).
+_SAMPLE_GOLDEN = Path(__file__).resolve().parents[3] / "examples" / "kb_zh" / "golden.jsonl"
 
 
 def _week_arg(p: argparse.ArgumentParser, default_help: str) -> None:
@@ -147,7 +148,12 @@ def cmd_simulate_logs(args: argparse.Namespace) -> int:
     week = args.week or default_week()
     parse_week(week)
     if not args.golden.is_file():
-        raise ConfigError(f"no golden file {args.golden}")
+        hint = (
+            " (the bundled sample is only in a checkout of kbflow: give --golden FILE)"
+            if args.golden == _SAMPLE_GOLDEN
+            else ""
+        )
+        raise ConfigError(f"no golden file {args.golden}{hint}")
     searcher = searcher_for(home)
     logs = DataHome(home).logs_path
     with LogWriter(logs, batch_size=1000, flush_s=5.0) as writer:

@@ -6,18 +6,24 @@ index. So at the start of each embed stage a fixed canary set (Chinese and Engli
 long) is embedded and compared with the vectors stored for the model key beside the cache
 (``embeddings/<model_key>/canary.json``; written on first use). A second check compares each
 canary embedded alone with the same text embedded in a batch (padding or batching bugs).
+
+A first run has nothing stored to compare with, and whatever it stores becomes the truth; so
+before storing, the canaries are compared with vectors computed another way when one is
+available (``kbflow.embed.reference``: the model folder with sentence-transformers, or a bundled
+model in process), and ``canary.json`` records which reference was used.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from kbflow.embed.base import Embedder, text_hash
+from kbflow.embed.base import Embedder, text_hash, truncate_normalize
 from kbflow.errors import DriftError
 from kbflow.store.home import atomic_write_text
 
@@ -55,6 +61,23 @@ class DriftCheck:
     """True when this run stored the canaries (first use of the model key)."""
     min_cosine_stored: float | None
     min_cosine_single: float
+    reference: str | None = None
+    """How the first run's canaries were checked before they were stored (None: not a first
+    run)."""
+    min_cosine_reference: float | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "stored": self.stored,
+            "min_cosine_stored": self.min_cosine_stored,
+            "min_cosine_single": round(self.min_cosine_single, 6),
+            "reference": self.reference,
+            "min_cosine_reference": self.min_cosine_reference,
+        }
+
+
+#: ``texts -> (vectors, how)`` or ``(None, why not)``: ``kbflow.embed.reference``.
+Reference = Callable[[Sequence[str]], "tuple[np.ndarray | None, str]"]
 
 
 def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -68,13 +91,17 @@ def check_drift(
     cache_dir: Path,
     texts: tuple[str, ...] = CANARY_TEXTS,
     min_cosine: float = MIN_COSINE,
+    reference: Reference | None = None,
+    reference_min_cosine: float = 0.99,
 ) -> DriftCheck:
     """Embed ``texts`` and compare (1) each with it embedded alone, (2) with the vectors stored
     in ``cache_dir/canary.json`` for this model key; store them when none are stored yet.
 
     ``cache_dir`` is the model key's cache folder (``EmbeddingCache.dir``). Raises
     ``DriftError`` naming the worst text on any cosine under ``min_cosine``; writes nothing
-    then, so the stored reference stays the first one seen.
+    then, so the stored reference stays the first one seen. On first use, ``reference`` (when
+    given) computes the canaries another way, and a cosine under ``reference_min_cosine``
+    stops the run before anything is stored.
     """
     key = embedder.info.key
     batch = embedder.embed_documents(list(texts))
@@ -112,9 +139,18 @@ def check_drift(
                 "is intended and the cache is rebuilt"
             )
     new = {hashes[i]: batch[i].tolist() for i in range(len(texts)) if hashes[i] not in known}
+    how: str | None = None
+    min_ref: float | None = None
+    if new and not rows and reference is not None:
+        how, min_ref = _check_reference(key, texts, batch, reference, reference_min_cosine)
     if new:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, json.dumps({"model_key": key, "vectors": {**stored, **new}}))
+        doc: dict[str, object] = {"model_key": key, "vectors": {**stored, **new}}
+        if how is not None:
+            doc["reference"] = {"how": how, "min_cosine": min_ref}
+        elif path.is_file():
+            doc["reference"] = json.loads(path.read_text(encoding="utf-8")).get("reference")
+        atomic_write_text(path, json.dumps(doc))
     log.info(
         "drift: %s, %d canaries, min cosine vs stored %s, single vs batch %.5f%s",
         key,
@@ -127,7 +163,38 @@ def check_drift(
         stored=bool(new) and not rows,
         min_cosine_stored=min_stored,
         min_cosine_single=float(cos_single[worst]),
+        reference=how,
+        min_cosine_reference=min_ref,
     )
+
+
+def _check_reference(
+    key: str,
+    texts: tuple[str, ...],
+    batch: np.ndarray,
+    reference: Reference,
+    min_cosine: float,
+) -> tuple[str, float | None]:
+    ref, how = reference(texts)
+    if ref is None:
+        log.warning("drift: %s, first use, canaries stored unchecked: reference %s", key, how)
+        return how, None
+    if ref.shape[1] < batch.shape[1]:
+        raise DriftError(
+            f"{key}: the backend gives {batch.shape[1]} dims, the reference ({how}) only "
+            f"{ref.shape[1]}: is the server running the model in embed.model_path?"
+        )
+    cos = _cosines(batch, truncate_normalize(ref, batch.shape[1]))
+    j = int(np.argmin(cos))
+    if cos[j] < min_cosine:
+        raise DriftError(
+            f"{key}: on first use the server's vectors differ from the same model computed "
+            f"here ({how}): cosine {cos[j]:.4f} < {min_cosine} for {texts[j][:40]!r}. Check "
+            "the model folder's tokenizer (end token), the pooling and the served model; "
+            "nothing was embedded or stored"
+        )
+    log.info("drift: %s, first use, canaries match the reference (%s) to %.5f", key, how, cos[j])
+    return how, round(float(cos[j]), 6)
 
 
 def _read(path: Path) -> dict[str, list[float]]:

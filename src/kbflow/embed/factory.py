@@ -83,5 +83,10 @@ def open_embedder(settings: EmbedSettings) -> Iterator[Embedder]:
 def embed_settings_for(settings: EmbedSettings, info: dict[str, Any]) -> EmbedSettings:
     """The embedding settings that reproduce a version's model (as its manifest records it)."""
     return settings.model_copy(
-        update={"model": info["model"], "dim": info["dim"], "query_instruction": info.get("task")}
+        # "" (none), not None (the model folder's prompt): a version keeps the format it had
+        update={
+            "model": info["model"],
+            "dim": info["dim"],
+            "query_instruction": info.get("task") or "",
+        }
     )

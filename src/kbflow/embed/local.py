@@ -85,7 +85,7 @@ class LocalEmbedder:
             full_dim=full_dim,
             languages=("en",),
             query_template=None,
-            task=settings.query_instruction,
+            task=settings.query_instruction or None,
         )
 
     def _encode(self, texts: Sequence[str]) -> np.ndarray:

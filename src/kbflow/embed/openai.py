@@ -60,9 +60,34 @@ class RequestTooLarge(Exception):
     """The server refused a request for its size; the caller splits it."""
 
 
-def query_template_for(model: str) -> str | None:
-    """The query format a model was trained with; None = queries are embedded as they are."""
-    return QWEN3_QUERY_TEMPLATE if "qwen3-embedding" in model.lower() else None
+#: A query format whose task is the whole prompt (a model folder's ``prompts.query``).
+PROMPT_TEMPLATE = "{task}{query}"
+
+
+def query_format(settings: EmbedSettings) -> tuple[str | None, str | None, str]:
+    """``(query_template, task, where it came from)`` for the model being served: the explicit
+    ``embed.query_instruction`` (``""`` = none; a whole prompt ends with ``:``, anything else
+    is a task and is wrapped in Qwen's format), else the model folder's query prompt (``kbflow.embed.model_folder``), else, for an
+    endpoint whose folder kbflow cannot read, Qwen's default task when the name says
+    Qwen3-Embedding; otherwise none."""
+    from kbflow.embed.model_folder import query_prompt
+
+    given = settings.query_instruction
+    if given == "":
+        return None, None, "embed.query_instruction (none)"
+    if given is not None:
+        whole = given.rstrip().endswith(":")  # "Instruct: ...\nQuery:", "query: "
+        template = PROMPT_TEMPLATE if whole else QWEN3_QUERY_TEMPLATE
+        return template, given, "embed.query_instruction"
+    if settings.model_path is not None:
+        prompt = query_prompt(settings.model_path)
+        where = f"{settings.model_path}/config_sentence_transformers.json"
+        if prompt:
+            return PROMPT_TEMPLATE, prompt, where
+        return None, None, f"{where} (no query prompt)"
+    if "qwen3-embedding" in settings.model.lower():
+        return QWEN3_QUERY_TEMPLATE, QWEN3_DEFAULT_TASK, "the model name (no model folder given)"
+    return None, None, "none (no model folder, no query_instruction)"
 
 
 def languages_for(model: str) -> tuple[str, ...]:
@@ -197,14 +222,15 @@ class OpenAIEmbedder:
         dim = settings.dim or full_dim
         if dim > full_dim:
             raise ConfigError(f"--dim {dim} is larger than the model's {full_dim}")
-        template = query_template_for(settings.model)
+        template, task, where = query_format(settings)
+        log.info("query instruction from %s: %r", where, task)
         self.info = ModelInfo(
             name=settings.model,
             dim=dim,
             full_dim=full_dim,
             languages=languages_for(settings.model),
             query_template=template,
-            task=(settings.query_instruction or QWEN3_DEFAULT_TASK) if template else None,
+            task=task,
         )
         log.info(
             "openai backend: %s at %d endpoint(s) (%s), %d dims (of %d)",

@@ -31,8 +31,10 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from kbflow.embed.model_folder import check_end_token
 from kbflow.errors import ConfigError, EmbeddingError
 from kbflow.settings import EmbedSettings, Settings
 
@@ -72,23 +74,81 @@ def worker_devices(gpus: int, visible: str | None) -> Sequence[str | None]:
 
 
 def worker_command(settings: EmbedSettings, port: int, gpu: int | str) -> list[str]:
-    """The launch command with ``{python}``, ``{model_path}``, ``{host}``, ``{port}``, ``{gpu}``
-    (the worker's device id as this process sees it) filled in, plus ``launch_extra_args``."""
+    """The launch command with ``{python}`` (``sglang_python``), ``{model_path}``, ``{host}``,
+    ``{port}``, ``{gpu}`` (the worker's device id as this process sees it) and
+    ``{mem_fraction}`` filled in, plus ``launch_extra_args``."""
     uses_model = any("{model_path}" in part for part in settings.launch_command)
     if uses_model and settings.model_path is None:
         raise ConfigError("the sglang backend needs --model-path DIR (the model folder to serve)")
     values = {
-        "python": sys.executable,
+        "python": str(settings.sglang_python or sys.executable),
         "model_path": str(settings.model_path or ""),
         "host": HOST,
         "port": str(port),
         "gpu": str(gpu),
+        "mem_fraction": f"{settings.mem_fraction:g}",
     }
     try:
         cmd = [part.format(**values) for part in settings.launch_command]
     except (KeyError, IndexError) as exc:
         raise ConfigError(f"embed.launch_command has an unknown placeholder: {exc}") from exc
     return cmd + list(settings.launch_extra_args)
+
+
+#: The oldest SGLang kbflow's worker launch is written for (``--is-embedding`` with
+#: Qwen3-Embedding's last-token pooling, ``/health`` readiness, ``--mem-fraction-static``).
+SGLANG_MIN = "0.5.5"
+
+
+#: What to do when SGLang's environment is missing or too old.
+SGLANG_FIX = (
+    "build SGLang's own environment with `make sglang-venv` and set "
+    "KBFLOW_EMBED__SGLANG_PYTHON to its bin/python (README: GPU runbook)"
+)
+
+
+def require_sglang(python: Path, minimum: str, fix: str = SGLANG_FIX) -> str:
+    """The SGLang version installed in ``python``'s environment (read from its metadata, without
+    importing SGLang); a missing interpreter, no SGLang, or one older than ``minimum`` is a
+    ``ConfigError`` ending in ``fix``."""
+    from packaging.version import InvalidVersion, Version
+
+    if not python.is_file():
+        raise ConfigError(f"{python} does not exist: {fix}")
+    probe = "import importlib.metadata as m; print(m.version('sglang'))"
+    try:
+        out = subprocess.run(
+            [str(python), "-c", probe], capture_output=True, text=True, timeout=120, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ConfigError(f"cannot run {python}: {exc}; {fix}") from exc
+    found = out.stdout.strip()
+    if out.returncode != 0 or not found:
+        raise ConfigError(f"SGLang is not installed in {python}'s environment: {fix}")
+    try:
+        too_old = Version(found) < Version(minimum)
+    except InvalidVersion:
+        too_old = True
+    if too_old:
+        raise ConfigError(f"{python} has SGLang {found}; kbflow needs SGLang >= {minimum}: {fix}")
+    return found
+
+
+def check_sglang(settings: EmbedSettings) -> str | None:
+    """The SGLang version in ``embed.sglang_python``'s environment (:func:`require_sglang`,
+    at least :data:`SGLANG_MIN`), checked before a worker starts. Launch commands that do not
+    run ``sglang.launch_server`` with ``{python}`` (a container, a test's stand-in) are not
+    checked (None)."""
+    cmd = settings.launch_command
+    runs_sglang = any(
+        part in ("sglang.launch_server", "sglang") or part.endswith("/sglang") for part in cmd
+    )
+    if "{python}" not in cmd or not runs_sglang:
+        return None
+    python = settings.sglang_python or Path(sys.executable)
+    found = require_sglang(python, SGLANG_MIN)
+    log.info("SGLang %s in %s", found, python)
+    return found
 
 
 _PR_SET_PDEATHSIG = 1
@@ -237,22 +297,105 @@ def wait_ready(worker: Worker, settings: EmbedSettings) -> None:
     log.info("embedding worker :%d ready (%d dims)", worker.port, len(vector))
 
 
+def _started_at(pid: int) -> str | None:
+    """The process's start time (``/proc/<pid>/stat``, field 22), which tells a live worker
+    from an unrelated process that got its pid later; None when there is no such process
+    (or no ``/proc``)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[-1].split()[19]
+
+
+def clear_orphans(pid_file: Path) -> int:
+    """Kill the workers a killed run left behind (recorded in ``pid_file``; each was the leader
+    of its own process group) and remove the file; returns how many were still running. A pid
+    now held by another process (a different start time) is left alone."""
+    if not pid_file.is_file():
+        return 0
+    try:
+        recorded = json.loads(pid_file.read_text(encoding="utf-8")).get("workers", [])
+    except (OSError, ValueError):
+        recorded = []
+    killed = 0
+    for entry in recorded:
+        pid, started = int(entry["pid"]), entry.get("started")
+        now = _started_at(pid)
+        if now is None or (started is not None and now != started):
+            continue
+        log.warning(
+            "stopping embedding worker pid %d (port %s) left running by a killed run",
+            pid,
+            entry.get("port"),
+        )
+        _signal_group(pid, signal.SIGKILL)
+        killed += 1
+    pid_file.unlink(missing_ok=True)
+    return killed
+
+
+def _record(pid_file: Path, workers: list[Worker]) -> None:
+    entries = [
+        {"pid": w.process.pid, "started": _started_at(w.process.pid), "port": w.port}
+        for w in workers
+    ]
+    pid_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = pid_file.with_name(f".{pid_file.name}.tmp")
+    tmp.write_text(json.dumps({"workers": entries}), encoding="utf-8")
+    os.replace(tmp, pid_file)
+
+
 @contextmanager
-def run_workers(settings: EmbedSettings) -> Iterator[list[str]]:
+def run_workers(settings: EmbedSettings, pid_file: Path | None = None) -> Iterator[list[str]]:
     """Start ``settings.gpus`` workers, wait until each answers, yield their ``/v1`` URLs; stop
-    them all on exit, whatever happened (the ``ExitStack`` unwinds on any exception)."""
+    them all on exit, whatever happened (the ``ExitStack`` unwinds on any exception).
+
+    With ``pid_file``, workers a killed run left behind (recorded there) are killed first, and
+    this run's workers are recorded there until they are stopped."""
     with ExitStack() as stack:
         workers: list[Worker] = []
-        worker_devices(settings.gpus, os.environ.get("CUDA_VISIBLE_DEVICES"))  # refuse early
+        if pid_file is not None:
+            clear_orphans(pid_file)
+            stack.callback(pid_file.unlink, missing_ok=True)
+        # refuse early, before any GPU memory is taken: the settings, then the environment
+        worker_devices(settings.gpus, os.environ.get("CUDA_VISIBLE_DEVICES"))
+        worker_command(settings, 0, 0)
+        check_sglang(settings)
+        if settings.model_path is not None and any(
+            "{model_path}" in part for part in settings.launch_command
+        ):
+            check_end_token(settings.model_path)
         for gpu in range(settings.gpus):
             worker = start_worker(settings, gpu)
             stack.callback(stop_worker, worker)
             workers.append(worker)
+            if pid_file is not None:
+                _record(pid_file, workers)
         start = time.monotonic()
         for worker in workers:
             wait_ready(worker, settings)
         log.info("%d embedding worker(s) ready in %.1fs", len(workers), time.monotonic() - start)
         yield [w.api_url for w in workers]
+
+
+WORKERS_FILE = "embed-workers.json"
+
+
+@contextmanager
+def workers_for_run(settings: Settings, pid_dir: Path) -> Iterator[Settings]:
+    """The settings every stage of a build uses: for ``sglang`` without URLs, the workers are
+    started here, once, and stay up for the whole block (the embed stage's passages and
+    canaries, the review stage's titles, calibration and gate queries all go to them), then are
+    stopped; other backends pass through unchanged. Workers are recorded in
+    ``pid_dir/embed-workers.json`` while they run, so a run after a ``kill -9`` can stop any
+    that survived (on Linux they also die with this process)."""
+    embed = settings.embed
+    if embed.backend != "sglang" or embed.urls:
+        yield settings
+        return
+    with run_workers(embed, pid_dir / WORKERS_FILE) as urls:
+        yield settings.model_copy(update={"embed": embed.model_copy(update={"urls": urls})})
 
 
 @contextmanager

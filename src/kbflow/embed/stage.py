@@ -16,6 +16,7 @@ from kbflow.embed.base import describe
 from kbflow.embed.cache import EmbeddingCache, embed_missing
 from kbflow.embed.drift import check_drift
 from kbflow.embed.factory import open_embedder
+from kbflow.embed.reference import REFERENCE_MIN_COSINE, reference_vectors
 from kbflow.errors import ConfigError
 from kbflow.results import Embedded, ModelChosen
 from kbflow.runner import read_marker, run_stage
@@ -80,7 +81,15 @@ def embed_stage(home: DataHome, run_id: str, settings: Settings) -> Embedded:
         with open_embedder(settings.embed) as embedder:
             cache = EmbeddingCache(home.embeddings, embedder.info.key, embedder.info.dim)
             # Before any vector is written: a backend whose output changed stops the run here.
-            check_drift(embedder, cache.dir)
+            drift = check_drift(
+                embedder,
+                cache.dir,
+                # the local backend is its own reference: a served model is checked against it
+                reference=None
+                if settings.embed.backend == "local"
+                else lambda texts: reference_vectors(settings.embed, texts),
+                reference_min_cosine=REFERENCE_MIN_COSINE,
+            )
             stats = embed_missing(
                 passages.column("text").to_pylist(),
                 passages.column("text_hash").to_pylist(),
@@ -104,6 +113,7 @@ def embed_stage(home: DataHome, run_id: str, settings: Settings) -> Embedded:
             "embedded": stats.embedded,
             "per_second": round(stats.per_second, 1),
             "model": {**describe(embedder.info), **({"choice": choice} if choice else {})},
+            "drift": drift.as_dict(),
         }
 
     return run_stage(home, run_id, "embed", run)

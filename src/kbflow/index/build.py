@@ -25,6 +25,7 @@ from kbflow.index.dense import (
     choose_factory,
     dense_scale,
     hub_scores,
+    load_faiss,
     model_hub_weight,
 )
 from kbflow.settings import IndexSettings
@@ -53,7 +54,7 @@ def keyword_texts(passages: pa.Table) -> list[str]:
 
 
 def _write_faiss(index: Any, path: Path) -> None:
-    import faiss
+    faiss = load_faiss()
 
     tmp = path.with_name(f".{path.name}.tmp")
     faiss.write_index(index, str(tmp))
@@ -124,7 +125,10 @@ def _build(
     vectors = np.asarray(vectors, dtype=np.float32)  # no copy when already float32
     np.save(work / "vectors.npy", vectors, allow_pickle=False)
     dense = build_dense(
-        vectors, np.asarray(passages.column("faiss_id").to_pylist(), dtype=np.int64), factory
+        vectors,
+        np.asarray(passages.column("faiss_id").to_pylist(), dtype=np.int64),
+        factory,
+        settings.device,
     )
     _write_faiss(dense, work / "dense.faiss")
     hub_weight = model_hub_weight(str(manifest.get("embedding", {}).get("model", "")), settings)

@@ -3,11 +3,16 @@ scale (hub scores and ``lo``/``hi``) that puts every model's cosines on one scal
 
 from __future__ import annotations
 
+import logging
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 
+from kbflow.errors import ConfigError
 from kbflow.settings import IndexSettings
+
+log = logging.getLogger(__name__)
 
 #: Random passage pairs whose median (hub-corrected) cosine is the dense scale's zero.
 NORM_PAIRS = 20_000
@@ -26,33 +31,74 @@ def choose_factory(n: int, settings: IndexSettings) -> str:
     return f"IVF{nlist},Flat"
 
 
-def build_dense(vectors: np.ndarray, ids: np.ndarray, factory: str) -> Any:
-    """Inner-product FAISS index over L2-normalised vectors, with stable int64 ids."""
-    import faiss
+def load_faiss() -> ModuleType:
+    """The ``faiss`` module, or a ``ConfigError`` saying how to install one of its two builds
+    (they install the same files, so kbflow depends on neither by itself)."""
+    try:
+        import faiss
+    except ImportError as exc:
+        raise ConfigError(
+            "FAISS is not installed: pip install 'kbflow[cpu]' (laptops, CI; `make` does this) "
+            "or 'kbflow[gpu]' on a GPU host (`make gpu-venv`)"
+        ) from exc
+    return faiss
 
+
+def faiss_build(device: str) -> tuple[ModuleType, int]:
+    """FAISS and the GPUs it will train on, checked against ``index.device``: ``gpu`` refuses
+    a CPU build or a build that sees no GPU (the two wheels overwrite each other's files, so
+    which one is loaded is worth checking), ``cpu`` never uses a GPU, ``auto`` uses what it
+    finds."""
+    faiss = load_faiss()
+    gpus = faiss_gpus(faiss) if device != "cpu" else 0
+    if device == "gpu" and gpus == 0:
+        where = getattr(faiss, "__file__", "?")
+        raise ConfigError(
+            f"index.device is gpu but the FAISS loaded ({where}) sees no GPU: it is the CPU "
+            "build (reinstall with pip install --force-reinstall 'kbflow[gpu]' after pip "
+            "uninstall faiss-cpu) or the driver is missing (nvidia-smi)"
+        )
+    return faiss, gpus
+
+
+def build_dense(vectors: np.ndarray, ids: np.ndarray, factory: str, device: str = "auto") -> Any:
+    """Inner-product FAISS index over L2-normalised vectors, with stable int64 ids. Indexes
+    that need training (IVF) are trained on the GPU when ``device`` allows and one is there,
+    and on the CPU when GPU training fails (with a warning): the saved file is the same."""
+    faiss, gpus = faiss_build(device)
+    log.info("FAISS %s, %d GPU(s) usable (index.device=%s)", faiss.__version__, gpus, device)
     d = vectors.shape[1]
     base = faiss.index_factory(d, factory, faiss.METRIC_INNER_PRODUCT)
     if not base.is_trained:
         rng = np.random.default_rng(0)
         sample = vectors[rng.choice(len(vectors), size=min(len(vectors), 100_000), replace=False)]
-        if _faiss_gpus(faiss) > 0:
-            # faiss-gpu (GPU hosts): IVF's k-means is the slow part, so train on the GPU, then
-            # copy back with index_gpu_to_cpu: the saved file and its readers stay the same.
-            gpu = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, base)
-            gpu.train(sample)
-            base = faiss.index_gpu_to_cpu(gpu)
-        else:
+        trained = _train_on_gpu(faiss, base, sample) if gpus > 0 else None
+        if trained is None:
             base.train(sample)
+        else:
+            base = trained
     index = faiss.IndexIDMap2(base)
     index.add_with_ids(vectors, ids.astype(np.int64))
     return index
+
+
+def _train_on_gpu(faiss: ModuleType, base: Any, sample: np.ndarray) -> Any | None:
+    """``base`` trained on GPU 0 and copied back to CPU form (k-means is IVF's slow part), or
+    None when that fails (out of GPU memory beside the embedding workers, a driver error)."""
+    try:
+        gpu = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, base)
+        gpu.train(sample)
+        return faiss.index_gpu_to_cpu(gpu)
+    except (RuntimeError, MemoryError, AttributeError) as exc:
+        log.warning("FAISS training on the GPU failed (%s); training on the CPU instead", exc)
+        return None
 
 
 def hub_scores(vectors: np.ndarray, dense: Any, k: int) -> np.ndarray:
     """Mean cosine of each vector to its ``k`` nearest other vectors, found with the version's
     own dense index (exact up to ``index.flat_max`` vectors, HNSW/IVF above: an estimate, which
     is all a correction term needs). The nearest hit is taken to be the vector itself."""
-    import faiss
+    faiss = load_faiss()
 
     n = len(vectors)
     k = min(k, n - 1)
@@ -105,7 +151,7 @@ def model_hub_weight(model: str, settings: IndexSettings) -> float:
     return 0.5 if is_e5(model) else 0.0
 
 
-def _faiss_gpus(faiss: Any) -> int:
+def faiss_gpus(faiss: Any) -> int:
     """GPUs faiss can use: 0 with faiss-cpu, on a host without a device, or an old build."""
     get = getattr(faiss, "get_num_gpus", None)
     try:

@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from kbflow.errors import IndexError_
 from kbflow.index.bm25 import Bm25Index, tokenize
 from kbflow.index.build import HUB
+from kbflow.index.dense import load_faiss
 from kbflow.store.versions import MANIFEST
 
 WEIGHT_GRID = tuple(round(x * 0.1, 1) for x in range(11))
@@ -53,7 +54,7 @@ class LoadedVersion:
     """A version folder loaded for search (read-only)."""
 
     def __init__(self, folder: Path) -> None:
-        import faiss
+        faiss = load_faiss()
 
         if not (folder / MANIFEST).is_file():
             raise IndexError_(f"{folder} is not a complete index version")

@@ -75,6 +75,7 @@ from typing import Any
 
 import numpy as np
 
+from kbflow.index.dense import load_faiss
 from kbflow.settings import ReviewSettings
 
 log = logging.getLogger(__name__)
@@ -402,7 +403,7 @@ def calibrate_threshold(
 
 
 def _knn_index(vectors: np.ndarray, settings: ReviewSettings, seed: int) -> Any:
-    import faiss
+    faiss = load_faiss()
 
     n, d = vectors.shape
     index: Any

@@ -12,6 +12,7 @@ import pytest
 from kbflow.embed.cache import EmbeddingCache
 from kbflow.embed.drift import CANARY_FILE, CANARY_TEXTS, check_drift
 from kbflow.embed.openai import OpenAIEmbedder
+from kbflow.embed.reference import reference_vectors
 from kbflow.errors import DriftError
 from kbflow.settings import EmbedSettings
 
@@ -79,4 +80,42 @@ class BatchDependent:
 def test_batch_versus_single_mismatch_is_caught_even_on_first_use(tmp_path: Path, local_embedder):
     with pytest.raises(DriftError, match="alone and in a batch"):
         check_drift(BatchDependent(local_embedder), tmp_path)
+    assert not (tmp_path / CANARY_FILE).exists()
+
+
+def served(url: str, **kw) -> tuple[OpenAIEmbedder, EmbedSettings]:
+    settings = EmbedSettings(backend="openai", urls=[url], model=MINILM, **kw)
+    return OpenAIEmbedder(settings), settings
+
+
+def test_a_first_run_is_checked_against_the_model_computed_here_and_records_how(
+    tmp_path: Path,
+):
+    from kbflow.embed.local import default_model_dir
+
+    # the model folder, loaded with sentence-transformers in this process
+    emb, settings = served(shared_server().url, model_path=default_model_dir())
+    check = check_drift(emb, tmp_path, reference=lambda t: reference_vectors(settings, t))
+    assert check.stored and check.reference is not None
+    assert check.reference.startswith("sentence-transformers on cpu")
+    assert check.min_cosine_reference is not None and check.min_cosine_reference >= 0.999
+    stored = json.loads((tmp_path / CANARY_FILE).read_text())
+    assert stored["reference"] == {"how": check.reference, "min_cosine": check.min_cosine_reference}
+    # no folder: a bundled model by name; Matryoshka dims are compared truncated
+    emb, settings = served(shared_server().url, dim=128)
+    check = check_drift(emb, tmp_path / "b", reference=lambda t: reference_vectors(settings, t))
+    assert check.reference == f"the bundled {MINILM}, in process"
+    assert check.min_cosine_reference is not None and check.min_cosine_reference >= 0.999
+    # neither: stored, and the canary file says it was unchecked
+    unknown = EmbedSettings(backend="openai", urls=[shared_server().url], model="some-model")
+    vecs, why = reference_vectors(unknown, ["x"])
+    assert vecs is None and why.startswith("none available")
+
+
+def test_a_wrong_first_run_is_refused_and_nothing_is_stored(tmp_path: Path):
+    with embedding_server("--perturb", "0.3") as server:
+        emb, settings = served(server.url)
+        with pytest.raises(DriftError, match="differ from the same model computed here") as info:
+            check_drift(emb, tmp_path, reference=lambda t: reference_vectors(settings, t))
+    assert "the bundled all-MiniLM-L6-v2" in str(info.value)
     assert not (tmp_path / CANARY_FILE).exists()

@@ -16,11 +16,12 @@ from kbflow.embed.base import text_hash as th
 from kbflow.embed.cache import EmbeddingCache, embed_missing
 from kbflow.embed.local import default_model_dir
 from kbflow.embed.openai import (
+    QWEN3_DEFAULT_TASK,
     QWEN3_QUERY_TEMPLATE,
     OpenAIEmbedder,
     estimate_tokens,
     pack_batches,
-    query_template_for,
+    query_format,
 )
 from kbflow.errors import EmbeddingError, EndpointUnavailable
 from kbflow.settings import EmbedSettings
@@ -72,9 +73,32 @@ def test_pack_batches_covers_every_text_within_budgets():
                 assert max(estimate_tokens(texts[i]) for i in b) * len(b) <= budget
 
 
-def test_qwen3_queries_get_the_instruction_and_others_none():
-    assert query_template_for("Qwen/Qwen3-Embedding-4B") == QWEN3_QUERY_TEMPLATE
-    assert query_template_for("all-MiniLM-L6-v2") is None
+QWEN3_PROMPT = "Instruct: " + QWEN3_DEFAULT_TASK + "\nQuery:"
+
+
+def test_the_query_instruction_comes_from_the_model_folder_not_the_name(tmp_path):
+    def fmt(**kw):
+        template, task, _ = query_format(EmbedSettings(backend="sglang", **kw))
+        return None if template is None else template.format(task=task, query="怎么退货")
+
+    qwen = tmp_path / "qwen"
+    qwen.mkdir()
+    (qwen / "config_sentence_transformers.json").write_text(
+        json.dumps({"prompts": {"query": QWEN3_PROMPT, "document": ""}}), encoding="utf-8"
+    )
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    # the folder's prompt, whatever the served name says
+    assert fmt(model="my-embedder", model_path=qwen) == QWEN3_PROMPT + "怎么退货"
+    # a Qwen3-Embedding name over a folder without a prompt gets none
+    assert fmt(model="Qwen3-Embedding-4B", model_path=plain) is None
+    # an explicit setting wins; "" means none; a bare task gets Qwen's format
+    assert fmt(model="x", model_path=qwen, query_instruction="") is None
+    assert fmt(model="x", query_instruction="Find FAQ") == "Instruct: Find FAQ\nQuery:怎么退货"
+    assert fmt(model="x", query_instruction="query: ") == "query: 怎么退货"
+    # a remote endpoint, no folder to read: the name is all there is
+    assert fmt(model="Qwen/Qwen3-Embedding-4B") == QWEN3_PROMPT + "怎么退货"
+    assert fmt(model="all-MiniLM-L6-v2") is None
     info = ModelInfo("Qwen3-Embedding-4B", 1024, 2560, ("multi",), QWEN3_QUERY_TEMPLATE, "Find FAQ")
     assert format_query(info, "怎么退货") == "Instruct: Find FAQ\nQuery:怎么退货"
 

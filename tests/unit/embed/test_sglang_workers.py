@@ -4,6 +4,7 @@ a small Python program instead of SGLang (no GPU here), which is what ``launch_c
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -17,6 +18,8 @@ import pytest
 from kbflow.embed.sglang import start_worker, stop_worker, worker_devices
 from kbflow.errors import ConfigError
 from kbflow.settings import EmbedSettings
+
+from ...gpuhost import tokenizer_folder, venv_with_sglang
 
 REPORT_DEVICE = (
     "import os, sys, time; "
@@ -103,3 +106,78 @@ def test_a_worker_dies_when_kbflow_is_killed_with_sigkill(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_the_sglang_environment_is_checked_before_any_worker_starts(tmp_path):
+    from kbflow.embed.sglang import check_sglang, run_workers
+
+    def settings(python: Path) -> EmbedSettings:
+        return EmbedSettings(backend="sglang", model_path=tmp_path, sglang_python=python)
+
+    with pytest.raises(ConfigError, match=r"does not exist: build SGLang's own .*make sglang-venv"):
+        check_sglang(settings(tmp_path / "nowhere" / "python"))
+    bare = venv_with_sglang(tmp_path / "bare", None)
+    with pytest.raises(ConfigError, match="SGLang is not installed in"):
+        check_sglang(settings(bare))
+    old = venv_with_sglang(tmp_path / "old", "0.5.2")
+    too_old = r"has SGLang 0\.5\.2; kbflow needs SGLang >= 0\.5\.5"
+    with pytest.raises(ConfigError, match=too_old), run_workers(settings(old)):
+        pass
+    assert check_sglang(settings(venv_with_sglang(tmp_path / "ok", "0.5.8"))) == "0.5.8"
+    # a launcher of the team's own (a container) is theirs to check
+    custom = settings(old).model_copy(update={"launch_command": ["docker", "run", "img"]})
+    assert check_sglang(custom) is None
+
+
+def test_a_last_token_model_whose_tokenizer_drops_the_end_token_is_refused(tmp_path):
+    from kbflow.embed.model_folder import check_end_token, pools_last_token
+    from kbflow.embed.sglang import run_workers
+
+    good = tokenizer_folder(tmp_path / "good", appends_end=True)
+    old = tokenizer_folder(tmp_path / "old", appends_end=False)
+    assert pools_last_token(good) and check_end_token(good) == "<|endoftext|>"
+    started = tmp_path / "started"
+    cmd = ["{python}", "-c", f"open({str(started)!r}, 'w')", "{model_path}"]
+    settings = EmbedSettings(backend="sglang", model_path=old, launch_command=cmd)
+    refused = r"does not append <\|endoftext\|>.*last token"
+    with pytest.raises(ConfigError, match=refused), run_workers(settings):
+        pass
+    assert not started.exists()  # refused before any worker (and GPU memory) was taken
+    # a mean-pooling model (sentence-transformers folder saying so) is not checked
+    from kbflow.embed.local import default_model_dir
+
+    assert not pools_last_token(default_model_dir())
+
+
+def test_workers_a_killed_run_left_are_stopped_by_the_next_run(tmp_path):
+    from kbflow.embed.sglang import _record, clear_orphans, run_workers
+
+    pid_file = tmp_path / "embed-workers.json"
+    settings = EmbedSettings(
+        backend="sglang", launch_command=["{python}", "-c", REPORT_DEVICE, "{gpu}"]
+    )
+    # a worker that outlived its run (no PR_SET_PDEATHSIG: a container, another OS)
+    orphan = start_worker(settings, 0)
+    _wait_for_line(orphan, "device")
+    _record(pid_file, [orphan])
+    # a recorded pid now held by an unrelated process (another start time) is left alone
+    bystander = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    record = json.loads(pid_file.read_text())
+    record["workers"].append({"pid": bystander.pid, "started": "0", "port": 1})
+    pid_file.write_text(json.dumps(record))
+    try:
+        assert clear_orphans(pid_file) == 1
+        orphan.process.wait(timeout=10)
+        assert orphan.process.returncode == -signal.SIGKILL
+        assert bystander.poll() is None and not pid_file.exists()
+    finally:
+        bystander.kill()
+        bystander.wait()
+        stop_worker(orphan, grace=1)
+    # a run records its workers while they are up and removes the record after
+    cmd = ["{python}", "-m", "kbflow.embed.server", "--threads", "1", "--port", "{port}"]
+    serving = EmbedSettings(backend="sglang", model="all-MiniLM-L6-v2", launch_command=cmd)
+    with run_workers(serving, pid_file):
+        (entry,) = json.loads(pid_file.read_text())["workers"]
+        assert _alive(entry["pid"])
+    assert not pid_file.exists() and not _alive(entry["pid"])
