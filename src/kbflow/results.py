@@ -140,6 +140,10 @@ class Gated(StageSummary):
     failing_total: NotRequired[int]
     live_version: NotRequired[str | None]
     notes: NotRequired[list[str]]
+    alignment: NotRequired[dict[str, Any] | None]
+    """``kbflow.gate.alignment.check_alignment``: answers against their own questions."""
+    golden: NotRequired[dict[str, Any] | None]
+    """The data home's golden set the gate used (``GoldenSet.as_dict()``); None: none."""
 
 
 class Published(StageSummary):

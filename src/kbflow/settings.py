@@ -219,6 +219,14 @@ class GateSettings(BaseModel):
     only catches a broken build; raise it to your KB's level once you know it."""
     max_drop: float = Field(0.05, ge=0, le=1)
     """Block publishing when hit@3 drops by more than this against the live version."""
+    max_alignment_drop: float = Field(0.05, ge=0, le=1)
+    """Block publishing when the answer alignment (``kbflow.gate.alignment``: the share of an
+    entry's title and questions that rank its own answer in the top 3 among the answers alone)
+    drops by more than this against the live version on the entries both have. A misaligned
+    entry costs about 0.8 of its share (bench/results-alignment.json)."""
+    alignment_entries: int = Field(2000, ge=0)
+    """Entries sampled for the alignment check (seeded, the same every run); their answers are
+    embedded once and cached. 0 turns the check off."""
     max_golden_queries: int = Field(2000, ge=0)
     """Answerable golden queries scored per version (a seeded sample when there are more: on
     clinc150's 7,450 the gate took 155 s on 2 cores, most of it embedding queries)."""

@@ -17,6 +17,7 @@ from pathlib import Path
 from kbflow.cli.backfill import add_commands as add_backfill_commands
 from kbflow.cli.common import home_arg
 from kbflow.cli.embed import add_nightly_options, add_serve_embeddings_command
+from kbflow.cli.golden import add_golden_commands
 from kbflow.cli.mine import add_commands as add_mining_commands
 from kbflow.cli.nightly import cmd_nightly
 from kbflow.cli.rerank import add_serve_reranker_command
@@ -156,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_backfill_commands(sub, COMMANDS)
     add_serve_embeddings_command(sub, COMMANDS)
     add_serve_reranker_command(sub, COMMANDS)
+    add_golden_commands(sub, COMMANDS)
     return parser
 
 

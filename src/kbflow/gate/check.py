@@ -20,12 +20,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from kbflow.embed.base import Embedder
 from kbflow.embed.factory import embed_settings_for, make_embedder
+from kbflow.gate.alignment import AnswerEncoder, check_alignment
 from kbflow.index.bm25 import tokenize
 from kbflow.index.version import LoadedVersion, near_copy_rows, self_check_rows
 from kbflow.settings import EmbedSettings, GateSettings
@@ -129,11 +131,14 @@ def gate_version(
     golden: list[GoldenQuery],
     settings: GateSettings,
     encode: QueryEncoder,
+    encode_answers: AnswerEncoder | None = None,
 ) -> dict[str, Any]:
-    """Score ``new`` (and ``live``) on the golden and self-check sets and decide.
+    """Score ``new`` (and ``live``) on the golden and self-check sets and on answer alignment
+    (``kbflow.gate.alignment``, when ``encode_answers`` is given), and decide.
 
     Returns ``{"passed", "reasons", "checks": {set: {"new", "live", "new_common",
-    "live_common"}}, "failing": [...], "live_version"}``. Pure apart from the encoder.
+    "live_common"}}, "failing": [...], "alignment": {...}, "live_version"}``. Pure apart from
+    the encoders.
     """
     sets = {
         "golden": golden_check_queries(golden, settings.max_golden_queries),
@@ -182,8 +187,22 @@ def gate_version(
                     failing.append(_side_by_side(name, queries[i], lr, nr))
         checks[name] = res
     failing.sort(key=lambda f: (f["set"], f["query"]))
+    aligned: dict[str, Any] | None = None
+    if encode_answers is not None and settings.alignment_entries > 0:
+        aligned = check_alignment(
+            new,
+            live,
+            encode_answers,
+            settings.alignment_entries,
+            settings.max_alignment_drop,
+            settings.failing_shown,
+        )
+        if aligned["reason"]:
+            reasons.append(aligned["reason"])
+        notes += aligned.pop("notes")
     return {
         "passed": not reasons,
+        "alignment": aligned,
         "reasons": reasons,
         "checks": checks,
         "failing": failing[: settings.failing_shown],
@@ -203,6 +222,33 @@ def _side_by_side(name: str, q: CheckQuery, live: Ranked, new: Ranked) -> dict[s
         "live_top": [f"{e} {t}" for e, t in live.top],
         "new_top": [f"{e} {t}" for e, t in new.top],
     }
+
+
+class VersionAnswerEncoder:
+    """Document vectors of answer texts for any version, with its own model, through the
+    embedding cache (``embeddings/<model_key>/``): answers that did not change are embedded
+    once, ever. ``None`` (keyword only) when the version's model cannot be loaded here."""
+
+    def __init__(self, queries: VersionQueryEncoder, cache_root: Path) -> None:
+        self.queries = queries
+        self.cache_root = cache_root
+
+    def __call__(self, version: LoadedVersion, texts: list[str]) -> np.ndarray | None:
+        from kbflow.embed.base import text_hash
+        from kbflow.embed.cache import EmbeddingCache, embed_missing
+
+        info = version.manifest["embedding"]
+        emb = self.queries._embedder(info)
+        if emb is None:
+            return None
+        cache = EmbeddingCache(self.cache_root, emb.info.key, emb.info.dim)
+        hashes = [text_hash(t) for t in texts]
+        try:
+            embed_missing(texts, hashes, emb, cache)
+            return cache.get(hashes)
+        except Exception as exc:  # noqa: BLE001 - reported as keyword-only scoring
+            log.warning("gate: answer embedding failed for %s (%s)", info["model_key"], exc)
+            return None
 
 
 class VersionQueryEncoder:

@@ -11,7 +11,7 @@ from kbflow.embed.sglang import query_embed_settings
 from kbflow.results import Gated
 from kbflow.runner import run_stage
 from kbflow.settings import Settings
-from kbflow.store.golden import run_golden
+from kbflow.store.golden import NO_GOLDEN, run_golden, run_golden_set
 from kbflow.store.home import DataHome
 from kbflow.store.versions import current_version, live_version_dir, read_manifest, update_manifest
 
@@ -31,10 +31,11 @@ def gate_stage(
     def run(folder: Path) -> dict[str, Any]:
         if not settings.gate.enabled:
             return {"passed": True, "skipped": True, "reasons": [], "checks": {}, "failing": []}
-        from kbflow.gate.check import VersionQueryEncoder, gate_version
+        from kbflow.gate.check import VersionAnswerEncoder, VersionQueryEncoder, gate_version
         from kbflow.index.version import LoadedVersion
 
         golden = run_golden(home, run_id, None, settings)
+        golden_set = run_golden_set(home, run_id)
         live_name = current_version(home.indexes)
         info = read_manifest(vdir)["embedding"]
         with query_embed_settings(settings, info, need_queries=bool(golden)) as cal_settings:
@@ -44,9 +45,12 @@ def gate_stage(
                 if live_name and live_name != version
                 else None
             )
-            result = gate_version(
-                new, live, golden, settings.gate, VersionQueryEncoder(cal_settings.embed)
-            )
+            queries = VersionQueryEncoder(cal_settings.embed)
+            answers = VersionAnswerEncoder(queries, home.embeddings)
+            result = gate_version(new, live, golden, settings.gate, queries, answers)
+        result["golden"] = golden_set
+        if golden_set is None:
+            result["notes"] = [NO_GOLDEN, *result.get("notes", [])]
         log.info(
             "gate: %s%s",
             "passed" if result["passed"] else "BLOCKED",

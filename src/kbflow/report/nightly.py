@@ -205,6 +205,12 @@ def gate_section(gate: dict[str, Any] | None) -> str:
     ]
     if gate.get("reasons"):
         out.append("<ul>" + "".join(f"<li>{esc(r)}</li>" for r in gate["reasons"]) + "</ul>")
+    golden = gate.get("golden")
+    if golden:
+        out.append(
+            f"<p>Golden set v{esc(golden['version'])}: {esc(golden['queries'])} queries, stored "
+            f"{esc(golden['imported_at'])} by {esc(golden['by'])} ({esc(golden['source'])})</p>"
+        )
     rows = []
     for name, c in gate.get("checks", {}).items():
         for label, key in (
@@ -236,6 +242,32 @@ def gate_section(gate: dict[str, Any] | None) -> str:
                 ["set", "query", "expected", "live_rank", "live top 3", "new_rank", "new top 3"],
             )
         )
+    out.append(alignment_section(gate.get("alignment"), gate.get("live_version")))
     for note in gate.get("notes") or []:
         out.append(f'<p class="muted">{esc(note)}</p>')
+    return "".join(out)
+
+
+def alignment_section(a: dict[str, Any] | None, live_version: Any) -> str:
+    """Answer alignment of the new and the live version, and the entries whose answer no
+    longer matches their own questions, beside the live version's answer."""
+    if not a or a.get("new") is None:
+        return ""
+    live = "" if a.get("live") is None else f", live version {esc(a['live'])}"
+    out = [
+        f"<h3>Answer alignment</h3><p>Share of entries' titles and questions that find their own "
+        f"answer among the answers of {esc(a['entries'])} entries: new version "
+        f"{esc(a['new'])}{live}.</p>"
+    ]
+    if a.get("misaligned"):
+        out.append(
+            f"<p>Entries whose answer matched their questions in {esc(live_version)} and no longer "
+            f"does ({esc(a.get('misaligned_total'))} in all):</p>"
+        )
+        out.append(
+            html_table(
+                a["misaligned"],
+                ["entry", "title", "new_answer", "live_answer", "found_instead"],
+            )
+        )
     return "".join(out)
