@@ -1,7 +1,8 @@
 """Typed exceptions raised by the kbflow core.
 
 The CLI turns every ``KbflowError`` into one line on stderr and a non-zero exit code;
-anything else is a bug and keeps its traceback.
+anything else is a bug and keeps its traceback. :data:`EXIT_CODES` lists them all (README and
+``kbflow nightly --help`` show the same list).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ class ExportFormatError(SourceError):
 class ValidationFailed(KbflowError):
     """A batch-level expectation failed: the run stops before anything is published."""
 
-    exit_code = 3
+    exit_code = 11
 
     def __init__(self, message: str, failures: list[dict[str, Any]] | None = None) -> None:
         super().__init__(message)
@@ -98,3 +99,34 @@ class BackfillFailed(KbflowError):
     """Some units of a backfill failed (the others ran); triggering it again redoes only those."""
 
     exit_code = 10
+
+
+#: Exit code of a run the quality gate blocked (the live version keeps serving).
+BLOCKED_EXIT = 3
+
+#: Exit code when Prefect's own machinery fails (its local API server does not start, its
+#: database is locked, its API cannot be reached): nothing ran, try again (``EX_TEMPFAIL``).
+PREFECT_EXIT = 75
+
+#: Every exit code of the ``kbflow`` command, for the README and ``--help``.
+EXIT_CODES: dict[int, str] = {
+    0: "published, or unchanged",
+    1: "a bug in kbflow (the traceback is printed)",
+    KbflowError.exit_code: "bad settings or an unreadable export source",
+    BLOCKED_EXIT: "blocked by the quality gate (the live version keeps serving)",
+    AccountingError.exit_code: "row accounting or a stage file's schema is wrong",
+    EmbeddingError.exit_code: "the embedding backend failed",
+    IndexError_.exit_code: "no live version, or a version is incomplete",
+    ConcurrentRunError.exit_code: "another run holds the data home",
+    DriftError.exit_code: "the embedding backend's vectors changed (drift guard)",
+    StorageError.exit_code: "the data home cannot be written (disk full, read-only)",
+    BackfillFailed.exit_code: "some backfill units failed",
+    ValidationFailed.exit_code: "the export was rejected by validation",
+    PREFECT_EXIT: "Prefect's machinery failed (server start, database locked): retry",
+    130: "interrupted",
+}
+
+
+def exit_codes_help() -> str:
+    """:data:`EXIT_CODES` as lines for ``--help``."""
+    return "exit codes:\n" + "\n".join(f"  {c:>3}  {what}" for c, what in EXIT_CODES.items())

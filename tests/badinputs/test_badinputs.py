@@ -259,7 +259,7 @@ def kbflow(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
     [
         ("symlink_file_out_of_source", 2, r"^kbflow: leak\.jsonl in .* outside the export folder"),
         ("unsupported_file", 2, r"^kbflow: notes\.txt: unsupported file type"),
-        ("empty_file", 3, r"^kbflow: run \S+ failed: export rejected: the export has no rows"),
+        ("empty_file", 11, r"^kbflow: run \S+ failed: export rejected: the export has no rows"),
     ],
 )
 def test_cli_reports_one_clear_line_and_no_traceback(

@@ -22,7 +22,7 @@ from kbflow.cli.mine import add_commands as add_mining_commands
 from kbflow.cli.nightly import cmd_nightly
 from kbflow.cli.rerank import add_serve_reranker_command
 from kbflow.cli.search import cmd_eval, cmd_rollback, cmd_runs, cmd_search, cmd_serve, cmd_versions
-from kbflow.errors import KbflowError
+from kbflow.errors import PREFECT_EXIT, KbflowError, exit_codes_help
 
 EPILOG = "Data home: --home DIR, or KBFLOW_HOME (default ./.kbflow). Docs: README.md."
 
@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kbflow",
         description="kbflow: nightly knowledge-base pipeline for semantic customer-service search.",
-        epilog=EPILOG,
+        epilog=exit_codes_help() + "\n\n" + EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="show debug logs")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -42,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the kb-nightly Prefect flow on one KB export (a file, or a folder whose "
         "files together are one full snapshot). Publishes a new index version when the "
         "content changed; prints the run summary.",
-        epilog=EPILOG,
+        epilog=exit_codes_help() + "\n\n" + EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     home_arg(p)
     p.add_argument(
@@ -176,6 +178,30 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 PREFECT_STARTUP_TIMEOUT_S = 180
 
 
+def prefect_failure(exc: BaseException) -> str | None:
+    """One line for a failure of Prefect's own machinery (nothing of kbflow's ran, a retry
+    may pass); None for anything else."""
+    text = str(exc)
+    kind = f"{type(exc).__module__}.{type(exc).__name__}"
+    if isinstance(exc, RuntimeError) and "ephemeral Prefect API server" in text:
+        timeout = os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"]
+        return (
+            f"Prefect's local API server did not start within {timeout} s (a busy machine?); "
+            "nothing was run. Retry, raise PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, or "
+            "point PREFECT_API_URL at a running Prefect server"
+        )
+    if "OperationalError" in kind and "database is locked" in text:
+        home = os.environ.get("PREFECT_HOME", "~/.prefect")
+        return (
+            f"Prefect's database in {home} is locked by another process; nothing was run. "
+            "Retry when it is done, or give this run its own PREFECT_HOME"
+        )
+    if kind.startswith("httpx.") and "Connect" in type(exc).__name__:
+        url = os.environ.get("PREFECT_API_URL", "Prefect's API")
+        return f"cannot reach {url} ({text}); nothing was run. Start the server or fix the URL"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING
@@ -198,17 +224,12 @@ def main(argv: list[str] | None = None) -> int:
     except KbflowError as exc:
         print(f"kbflow: {exc}", file=sys.stderr)
         return exc.exit_code
-    except RuntimeError as exc:
-        if "ephemeral Prefect API server" not in str(exc):
+    except Exception as exc:
+        message = prefect_failure(exc)
+        if message is None or args.verbose:
             raise
-        timeout = os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"]
-        print(
-            f"kbflow: Prefect's local API server did not start within {timeout} s (a busy "
-            "machine?); nothing was run. Retry, raise PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_"
-            "SECONDS, or point PREFECT_API_URL at a running Prefect server",
-            file=sys.stderr,
-        )
-        return 75  # EX_TEMPFAIL: try again later
+        print(f"kbflow: {message}", file=sys.stderr)
+        return PREFECT_EXIT
     except KeyboardInterrupt:
         print("kbflow: interrupted", file=sys.stderr)
         return 130

@@ -10,7 +10,7 @@ from typing import Any
 
 from kbflow.cli.common import print_json, resolve_home
 from kbflow.cli.embed import overrides_from_args
-from kbflow.errors import KbflowError
+from kbflow.errors import BLOCKED_EXIT, KbflowError
 from kbflow.store.home import DataHome
 
 
@@ -63,7 +63,7 @@ def cmd_nightly(args: argparse.Namespace) -> int:
             "rerun with --force to publish anyway.",
             file=sys.stderr,
         )
-        return 3
+        return BLOCKED_EXIT
     print(
         f"kbflow: run {run_id} {summary['status']}: {summary.get('message', 'see the report')}",
         file=sys.stderr,
