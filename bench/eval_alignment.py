@@ -39,7 +39,7 @@ SETS = {
     "kb_zh": ROOT / "examples" / "kb_zh" / "export",
     "kb_en": ROOT / "examples" / "kb_en" / "export",
 }
-SCENARIOS = ("misaligned-5", "misaligned-20", "misaligned-100", "reworded-10")
+SCENARIOS = ("misaligned-100", "misaligned-20", "misaligned-5", "reworded-10")
 RUN_DATE = "2026-11-24"
 
 
@@ -142,7 +142,7 @@ def gate_of(home: Path, summary: dict[str, Any]) -> dict[str, Any]:
     return gate
 
 
-def run_set(name: str, work: Path) -> dict[str, Any]:
+def run_set(name: str, work: Path, save: Any = None) -> dict[str, Any]:
     export = work / name / "export"
     shutil.copytree(SETS[name], export)  # no golden.jsonl beside it
     base = work / name / "home"
@@ -172,6 +172,8 @@ def run_set(name: str, work: Path) -> dict[str, Any]:
             "reasons": gate.get("reasons"),
         }
         print(f"{name} {scenario}: {res[scenario]['status']} {a.get('live')} -> {a.get('new')}")
+        if save is not None:
+            save(res)  # a long set keeps what it measured if it is stopped
     return res
 
 
@@ -187,8 +189,12 @@ def main() -> int:
         if not SETS[name].is_dir():
             results[name] = {"skipped": f"{SETS[name]} is absent"}
             continue
-        results[name] = run_set(name, work)
-        a.out.write_text(json.dumps({"command": " ".join(sys.argv), "sets": results}, indent=2))
+
+        def save(partial: dict[str, Any], name: str = name) -> None:
+            results[name] = partial
+            a.out.write_text(json.dumps({"command": " ".join(sys.argv), "sets": results}, indent=2))
+
+        save(run_set(name, work, save))
     print(json.dumps(results, indent=2, ensure_ascii=False))
     return 0
 
