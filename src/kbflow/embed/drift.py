@@ -115,7 +115,7 @@ def check_drift(
             "check the server's batching/padding before embedding anything"
         )
     path = cache_dir / CANARY_FILE
-    stored = _read(path)
+    stored, stored_reference = _read(path)
     known = {h: np.asarray(v, np.float32) for h, v in stored.items()}
     hashes = [text_hash(t) for t in texts]
     rows = [i for i, h in enumerate(hashes) if h in known]
@@ -148,8 +148,8 @@ def check_drift(
         doc: dict[str, object] = {"model_key": key, "vectors": {**stored, **new}}
         if how is not None:
             doc["reference"] = {"how": how, "min_cosine": min_ref}
-        elif path.is_file():
-            doc["reference"] = json.loads(path.read_text(encoding="utf-8")).get("reference")
+        elif stored_reference is not None:
+            doc["reference"] = stored_reference
         atomic_write_text(path, json.dumps(doc))
     log.info(
         "drift: %s, %d canaries, min cosine vs stored %s, single vs batch %.5f%s",
@@ -197,9 +197,10 @@ def _check_reference(
     return how, round(float(cos[j]), 6)
 
 
-def _read(path: Path) -> dict[str, list[float]]:
+def _read(path: Path) -> tuple[dict[str, list[float]], object]:
+    """The stored canary vectors and how the first run checked them (None: not recorded)."""
     if not path.is_file():
-        return {}
+        return {}, None
     data = json.loads(path.read_text(encoding="utf-8"))
     vectors: dict[str, list[float]] = data["vectors"]
-    return vectors
+    return vectors, data.get("reference")

@@ -22,7 +22,6 @@ aligned in the live version and are not in the new one are listed side by side.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,8 +30,6 @@ import numpy as np
 
 from kbflow.index.bm25 import Bm25Index, tokenize
 from kbflow.index.version import LoadedVersion
-
-log = logging.getLogger(__name__)
 
 #: ``(version, answer texts) -> document vectors`` with the version's model, or None when the
 #: model cannot be loaded here (keyword only).

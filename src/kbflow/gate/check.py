@@ -238,7 +238,7 @@ class VersionAnswerEncoder:
         from kbflow.embed.cache import EmbeddingCache, embed_missing
 
         info = version.manifest["embedding"]
-        emb = self.queries._embedder(info)
+        emb = self.queries.embedder(info)
         if emb is None:
             return None
         cache = EmbeddingCache(self.cache_root, emb.info.key, emb.info.dim)
@@ -263,7 +263,9 @@ class VersionQueryEncoder:
         self.embed = embed
         self._embedders: dict[str, Embedder | None] = {}
 
-    def _embedder(self, info: dict[str, Any]) -> Embedder | None:
+    def embedder(self, info: dict[str, Any]) -> Embedder | None:
+        """The version's model (one per model key, shared with the answer encoder); None when
+        it cannot be loaded here."""
         key = info["model_key"]
         if key not in self._embedders:
             try:
@@ -286,7 +288,7 @@ class VersionQueryEncoder:
         if found:
             out[found] = np.asarray(version.vectors[[rows[i] for i in found]])
         if missing:
-            emb = self._embedder(info)
+            emb = self.embedder(info)
             if emb is None:
                 return None
             try:

@@ -180,24 +180,24 @@ def run_golden(
     latest = store.latest()
     brought = resolve_golden(source, settings)
     if brought is not None:
-        explicit = settings.gate.golden is not None
-        digest = hashlib.sha256(brought.read_bytes()).hexdigest()
-        if latest is None or explicit:
+        # an explicit --golden always; a file beside the export when newer than the stored set
+        # (import_file stores nothing when the content is the same)
+        newer = (
+            latest is None
+            or brought.stat().st_mtime > datetime.fromisoformat(latest.imported_at).timestamp()
+        )
+        if latest is None or newer or settings.gate.golden is not None:
             latest = store.import_file(brought, by=f"run {run_id}")
-        elif digest != latest.sha256:
-            stored_at = datetime.fromisoformat(latest.imported_at).timestamp()
-            if brought.stat().st_mtime > stored_at:
-                latest = store.import_file(brought, by=f"run {run_id}")
-            else:
-                log.warning(
-                    "gate: %s is older than the data home's golden set v%d (%s, by %s); "
-                    "using v%d (import the file to use it: kbflow golden import)",
-                    brought,
-                    latest.version,
-                    latest.imported_at,
-                    latest.by,
-                    latest.version,
-                )
+        elif hashlib.sha256(brought.read_bytes()).hexdigest() != latest.sha256:
+            log.warning(
+                "gate: %s is older than the data home's golden set v%d (%s, by %s); using "
+                "v%d (import the file to use it: kbflow golden import)",
+                brought,
+                latest.version,
+                latest.imported_at,
+                latest.by,
+                latest.version,
+            )
     home.run_dir(run_id).mkdir(parents=True, exist_ok=True)
     if latest is None:
         log.warning("gate: %s", NO_GOLDEN)
