@@ -605,6 +605,50 @@ def section_mining(res: Path) -> list[str]:
         f"logs {r.get('logs_mb')} MB; floors (mine <= 60 s, <= 4 GB): {'PASS' if r.get('floor_ok') else 'FAIL'}."
     )
     out.append("")
+    g = _load(res / "results-mining-segments.json")
+    if g is not None:
+        out.append(
+            f"From Parquet log segments (`results-mining-segments.json`, `{g.get('command')}`): "
+            f"{g['events_searches']:,} searches and {g['events_clicks']:,} clicks in "
+            f"{g['segment_files']:,} files ({g['segment_processes']} processes x "
+            f"{g['segment_interval_s']} s), logs.duckdb holding none: mine {g['mine_s']} s, "
+            f"peak {g['mine_peak_rss_mb']} MB, {g['answers']:,} answers, {g['gap_clusters']:,} "
+            f"gap clusters; floors: {'PASS' if g.get('floor_ok') else 'FAIL'}."
+        )
+        out.append("")
+    return out
+
+
+def section_serve_load(res: Path) -> list[str]:
+    out = ["## Serving under load", ""]
+    r = _load(res / "results-serve-load.json")
+    if r is None:
+        return [*out, "_No results yet: `python bench/bench_serve_load.py --home DIR`._", ""]
+    out.append(
+        f"`results-serve-load.json` (`{r['command']}`), version {r['version']}: "
+        f"{r['seconds_per_cell']:.0f} s per cell, {r.get('seconds_per_publish_cell', 0):.0f} s "
+        "per publish cell; clients share the machine's cores with the service."
+    )
+    out.append("")
+    out.append("| cell | req/s | P50 ms | P95 ms | errors | logged / answered | switch |")
+    out.append("|---|---:|---:|---:|---:|---|---|")
+    for c in r["cells"]:
+        sw = c.get("switch") or {}
+        switch = (
+            f"published at {sw['published_at_s']} s, new from +{sw['first_new_after_s']} s"
+            if sw
+            else ""
+        )
+        out.append(
+            f"| {c['cell']} | {c['requests_per_s']} | {c['p50_ms']} | {c['p95_ms']} | "
+            f"{c['errors']} | {c['logged_events']:,} / {c['requests']:,} | {switch} |"
+        )
+    out.append("")
+    out.append(
+        f"Every answered request logged exactly once: {'yes' if r['all_logged'] else 'NO'}; "
+        f"zero errors: {'yes' if r['zero_errors'] else 'NO'}."
+    )
+    out.append("")
     return out
 
 
@@ -807,6 +851,7 @@ def write_results(res: Path, ran: dict[str, Any] | None = None) -> Path:
         section_incremental,
         section_compare,
         section_search,
+        section_serve_load,
         section_mining,
         section_embed,
         section_models,

@@ -19,7 +19,7 @@ def kb_weekly_mining(
     overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Mine one ISO week (``2026-W47``, Asia/Shanghai; default the last complete week) of
-    ``logs.duckdb`` into its review tables, CSV/Parquet exports and an HTML report. A rerun
+    the search log (``logs.duckdb`` and the Parquet segments of ``logs.segments``) into its review tables, CSV/Parquet exports and an HTML report. A rerun
     replaces that week only. Settings are ``Settings.mining`` (``KBFLOW_MINING__*``);
     ``overrides`` are mining settings (``{"min_impressions": 50}``)."""
     mining = {f"mining.{k}": v for k, v in (overrides or {}).items()}
@@ -27,6 +27,6 @@ def kb_weekly_mining(
     data = DataHome.at(settings.home)
     week = week or default_week(tz=settings.mining.timezone)
     parse_week(week)
-    summary = t.mine(data, week, settings.mining)
+    summary = t.mine(data, week, settings.mining, settings.logs)
     exports = t.export(data, week)
     return t.report(data, week, {**summary, "exports": exports})

@@ -1,7 +1,8 @@
 """Prefect tasks of ``kb-weekly-mining``: thin wrappers, one call into ``kbflow.mining`` each.
 
-The review tables live in ``logs.duckdb``; tasks return small summaries and paths. Only a
-locked ``logs.duckdb`` (a serving process flushing a batch) is worth a retry.
+The review tables live in ``logs.duckdb``; the events are read from it and from the Parquet log
+segments the serving processes write. Tasks return small summaries and paths. Only a locked
+``logs.duckdb`` (an import or another mining run writing it) is worth a retry.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from kbflow.mining.export import export_week, render_week_report
 from kbflow.mining.mine import mine_week
 from kbflow.mining.tables import read_week_tables
 from kbflow.report.weekly import weekly_markdown
-from kbflow.settings import MiningSettings
+from kbflow.settings import LogSettings, MiningSettings
 from kbflow.store.home import DataHome
 from kbflow.store.logs import LogLockedError
+from kbflow.store.spool import log_places, roll_orphans
 
 
 def _retry_on_lock(task: Any, task_run: Any, state: Any) -> bool:
@@ -43,8 +45,12 @@ def _week_dir(home: DataHome, week: str) -> Any:
     retry_condition_fn=_retry_on_lock,
     timeout_seconds=3600,
 )
-def mine(home: DataHome, week: str, settings: MiningSettings) -> dict[str, Any]:
-    summary = mine_week(home.logs_path, week, settings)
+def mine(home: DataHome, week: str, settings: MiningSettings, logs: LogSettings) -> dict[str, Any]:
+    spool, segments = log_places(home.root, logs)
+    rolled = roll_orphans(spool, segments)  # this host's spools of dead serving processes
+    if rolled:
+        get_run_logger().info("mine: rolled %d orphaned spool files into segments", len(rolled))
+    summary = mine_week(home.logs_path, week, settings, segments=segments)
     get_run_logger().info(
         "mine: %s: %d queries, %d flagged answers, %d gap clusters, alerts: %s",
         week,

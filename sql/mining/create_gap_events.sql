@@ -2,19 +2,20 @@
 --          (handed off, no top-1 score, top-1 under the version's hand-off threshold, or no
 --          click), as the table macro gap_events that select_gap_queries and
 --          select_gap_clusters read.
--- inputs:  search_events, click_events; the macro's arguments: the week's bounds [start, end)
--- output:  the temp table macro gap_events(start_at, end_at): every search_events column of
+-- inputs:  search_log, click_log (the log views: logs.duckdb and the Parquet segments, each
+--          event once; kbflow.store.segments.attach_log_views); the macro's arguments: the week's bounds [start, end)
+-- output:  the temp table macro gap_events(start_at, end_at): every search_log column of
 --          the gap events, plus low_score and no_click (why they are gaps)
 -- grain:   one row per search event that is a gap
 create or replace temp macro gap_events(start_at, end_at) as table
 with searches as (
     select *
-    from search_events
+    from search_log
     where ts >= start_at and ts < end_at
 ),
 
 clicked as (
-    select distinct query_id from click_events
+    select distinct query_id from click_log
     where query_id in (select query_id from searches)
 ),
 

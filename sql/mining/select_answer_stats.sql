@@ -1,13 +1,14 @@
 -- purpose: per answer (KB entry) shown in the top 3 during one week: impressions, top-1
 --          impressions, clicks, CTR, the low-CTR flag and the queries it was shown for most.
--- inputs:  search_events, click_events; $start_at, $end_at (the week, [start, end)),
+-- inputs:  search_log, click_log (the log views: logs.duckdb and the Parquet segments, each
+--          event once; kbflow.store.segments.attach_log_views); $start_at, $end_at (the week, [start, end)),
 --          $week, $min_impressions, $ctr_threshold, $n_samples, $mined_at
 -- output:  rows for review_low_click_answers
 -- grain:   one row per entry_id shown at least once in the week
 -- key:     entry_id
 with searches as (
     select query_id, query, result_ids[1:3] as top3
-    from search_events
+    from search_log
     where ts >= $start_at and ts < $end_at
 ),
 
@@ -28,7 +29,7 @@ clicks as (
     -- a click counts for the week of its search and only on a top-3 result it was shown;
     -- repeated clicks on one result count once
     select distinct c.query_id, c.entry_id
-    from click_events as c
+    from click_log as c
     inner join searches as s on s.query_id = c.query_id
     where list_contains(s.top3, c.entry_id)
 ),

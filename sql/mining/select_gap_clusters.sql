@@ -26,7 +26,7 @@ examples as (
     select
         cluster_id,
         list(query order by n desc, query)[1:$n_samples] as example_queries,
-        arg_max(query, n) as label,
+        list(query order by n desc, query)[1] as label,  -- ties broken by text: reruns agree
         count(*) as n_distinct_queries
     from per_query
     group by cluster_id
@@ -42,8 +42,8 @@ per_entry as (
 nearest as (
     select
         cluster_id,
-        arg_max(entry_id, n) as nearest_entry_id,
-        arg_max(best, n) as nearest_score
+        list(entry_id order by n desc, entry_id)[1] as nearest_entry_id,
+        list(best order by n desc, entry_id)[1] as nearest_score
     from per_entry
     group by cluster_id
 ),

@@ -1,7 +1,8 @@
 -- purpose: health of search over one week: volume, latency percentiles, top-1 score deciles
 --          and histogram, fallback and hand-off rates, CTR, and alert flags, including a
 --          two-sample Kolmogorov-Smirnov statistic of the top-1 scores against the week before.
--- inputs:  search_events, click_events; $week, $start_at, $end_at, $prev_start_at,
+-- inputs:  search_log, click_log (the log views: logs.duckdb and the Parquet segments, each
+--          event once; kbflow.store.segments.attach_log_views); $week, $start_at, $end_at, $prev_start_at,
 --          $prev_end_at, $n_bins (histogram bins over [0, 1]), $p95_alert_ms,
 --          $fallback_alert_rate, $handoff_alert_rate, $ks_alert_threshold, $min_ks_samples,
 --          $mined_at
@@ -10,19 +11,19 @@
 -- key:     week
 with searches as (
     select query_id, session_id, user_id, latency_ms, top1_score, fallback_level, handoff
-    from search_events
+    from search_log
     where ts >= $start_at and ts < $end_at
 ),
 
 previous as (
     select top1_score
-    from search_events
+    from search_log
     where ts >= $prev_start_at and ts < $prev_end_at and top1_score is not null
 ),
 
 clicks as (
     select query_id, count(*) as n
-    from click_events
+    from click_log
     where query_id in (select query_id from searches)
     group by query_id
 ),

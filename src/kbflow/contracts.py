@@ -249,3 +249,36 @@ def read_table(path: Path, schema: pa.Schema) -> pa.Table:
             f"{path} does not match its contract.\nexpected: {schema}\nfound: {table.schema}"
         )
     return table
+
+
+# The search and click log (logs.duckdb tables and Parquet log segments); one schema per
+# table, the column order is the table's (sql/schema/create_log_tables.sql).
+SEARCH_EVENT = pa.schema(
+    [
+        pa.field("query_id", pa.string(), nullable=False),
+        pa.field("ts", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("session_id", pa.string()),
+        pa.field("user_id", pa.string()),
+        pa.field("query", pa.string(), nullable=False),
+        pa.field("version", pa.string()),
+        pa.field("result_ids", pa.list_(pa.string())),
+        pa.field("result_scores", pa.list_(pa.float64())),
+        pa.field("top1_score", pa.float64()),
+        pa.field("latency_ms", pa.float64()),
+        pa.field("fallback_level", pa.int32(), nullable=False),
+        pa.field("handoff", pa.bool_(), nullable=False),
+        pa.field("threshold", pa.float64()),
+    ]
+)
+
+
+CLICK_EVENT = pa.schema(
+    [
+        pa.field("query_id", pa.string(), nullable=False),
+        pa.field("ts", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("session_id", pa.string()),
+        pa.field("user_id", pa.string()),
+        pa.field("entry_id", pa.string(), nullable=False),
+        pa.field("position", pa.int32()),
+    ]
+)

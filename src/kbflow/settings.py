@@ -234,6 +234,17 @@ class GateSettings(BaseModel):
     """Held-out similar questions scored per version (a seeded sample when there are more)."""
     failing_shown: int = Field(30, ge=0)
     """Queries shown side by side (live vs new) in the report."""
+    replay_queries: int = Field(2000, ge=0)
+    """Distinct logged queries (the most asked first) replayed on the candidate and the live
+    version each nightly (``kbflow.gate.replay``). 0 turns the replay off."""
+    replay_days: int = Field(7, ge=1)
+    """Days of the search log the replay draws from."""
+    max_replay_loss: float = Field(0.05, ge=0, le=1)
+    """Block publishing when more than this share of the replayed queries with click evidence
+    lose the entry users clicked from the top 3 (it was in the live version's top 3)."""
+    replay_min_evidence: int = Field(20, ge=1)
+    """Fewer replayed queries with click evidence than this: the replay is reported, not
+    judged (a share of a handful of queries is noise)."""
 
 
 class RerankSettings(BaseModel):
@@ -371,6 +382,25 @@ class MiningSettings(BaseModel):
     duckdb_threads: int | None = None
 
 
+class LogSettings(BaseModel):
+    """Where serving processes put search and click events (``KBFLOW_LOGS__*``; see
+    ``kbflow.store.spool``)."""
+
+    segments: str | None = None
+    """Folder or fsspec URL (``s3://bucket/kbflow/segments``, with s3fs installed) of the
+    Parquet log segments; every host serving one KB writes to the same place. Default
+    ``<home>/logs/segments``."""
+    spool_dir: Path | None = None
+    """Local folder of the per-process spool files (default ``<home>/logs/spool``). Keep it on
+    the host's own disk: orphaned spools are found by file locks."""
+    roll_interval_s: float = Field(300.0, gt=0)
+    """Each serving process starts a new segment this often (one file per process per
+    interval, per kind and UTC day)."""
+    fsync: bool = False
+    """fsync the spool after every event: survives power loss too, not only a killed process;
+    costs a disk flush per request."""
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="KBFLOW_",
@@ -392,6 +422,7 @@ class Settings(BaseSettings):
     review: ReviewSettings = Field(default_factory=lambda: ReviewSettings())
     notify: NotifySettings = Field(default_factory=lambda: NotifySettings())
     mining: MiningSettings = Field(default_factory=lambda: MiningSettings())
+    logs: LogSettings = Field(default_factory=lambda: LogSettings())
 
     @property
     def validation(self) -> ValidateSettings:

@@ -63,3 +63,24 @@ def test_percentile_definition() -> None:
     assert (s["p50_ms"], s["p95_ms"], s["p99_ms"], s["max_ms"]) == (50.0, 95.0, 99.0, 100.0)
     assert bench_search.load_queries(5) == bench_search.load_queries(5)
     assert len(bench_search.load_queries(7)) == 7
+
+
+def test_serve_load_cells_log_every_answered_request(
+    measured: dict[str, Any], tmp_path: Path
+) -> None:
+    import bench_serve_load
+
+    out = tmp_path / "load.json"
+    rc = bench_serve_load.main(
+        ["--home", measured["home"], "--workers", "2", "--clients", "4", "--seconds", "3", "--publish-seconds", "9",
+         "--workdir", str(tmp_path / "work"), "--out", str(out)]
+    )  # fmt: skip
+    import json
+
+    result = json.loads(out.read_text())
+    assert rc == 0 and result["all_logged"] and result["zero_errors"]
+    plain, published = result["cells"]
+    assert plain["cell"] == "w2-c4" and len(plain["worker_pids"]) == 2
+    assert plain["requests"] > 0 and plain["logged_events"] == plain["requests"]
+    assert published["published"]["new"] in published["versions_answered"]  # swapped under load
+    assert result["version"] == measured["in_process"]["version"]  # put back afterwards

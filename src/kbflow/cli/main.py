@@ -139,13 +139,23 @@ def build_parser() -> argparse.ArgumentParser:
         "serve",
         help="run the HTTP search service (POST /search, POST /click, GET /health)",
         epilog=EPILOG,
-        description="Serve the live index version over HTTP. Every search and click is logged to "
-        "logs.duckdb in the data home for the weekly mining; a newly published version is picked "
-        "up without a restart. Binds 127.0.0.1 unless --host says otherwise. Never starts Prefect.",
+        description="Serve the live index version over HTTP. Every search and click is written "
+        "to the process's spool file before it is answered and rolled into Parquet log segments "
+        "(logs/segments in the data home, or KBFLOW_LOGS__SEGMENTS) for the weekly mining; a "
+        "newly published version is picked up without a restart. Binds 127.0.0.1 unless --host "
+        "says otherwise. Never starts Prefect.",
     )
     home_arg(p)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="serving processes on the one port (default 1); each loads the index and the "
+        "model, so memory grows with N; a worker that dies is restarted",
+    )
     p.add_argument(
         "--rerank-url",
         metavar="URL",

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kbflow.cli.common import home_arg, resolve_home
+from kbflow.cli.common import home_arg, print_json, resolve_home
 from kbflow.store.home import DataHome
 
 EPILOG = "Data home: --home DIR, or KBFLOW_HOME (default ./.kbflow). Docs: README.md."
@@ -48,7 +48,9 @@ def add_commands(
     command_table["mine"] = cmd_mine
 
     p = subparsers.add_parser(
-        "logs", help="manage the search/click log (logs.duckdb)", epilog=EPILOG
+        "logs",
+        help="manage the search/click log (logs.duckdb and the Parquet log segments)",
+        epilog=EPILOG,
     )
     logs_sub = p.add_subparsers(dest="logs_command", required=True, metavar="ACTION")
     q = logs_sub.add_parser(
@@ -63,6 +65,23 @@ def add_commands(
     )
     home_arg(q)
     q.add_argument("file", type=Path, metavar="FILE", help="JSONL file of events")
+    q = logs_sub.add_parser(
+        "roll",
+        help="roll spool files of dead serving processes on this host into segments",
+        description="A serving process writes its events to a spool file and rolls it into "
+        "Parquet segments every logs.roll_interval_s; the spool of a process that died is "
+        "rolled by the next `kbflow serve` on this host, by the weekly mining, or by this. "
+        "Spools of live processes are left alone.",
+        epilog=EPILOG,
+    )
+    home_arg(q)
+    q = logs_sub.add_parser(
+        "status",
+        help="events stored, segment files and spool files waiting to be rolled",
+        epilog=EPILOG,
+    )
+    home_arg(q)
+    q.add_argument("--json", action="store_true", help="print as JSON")
     command_table["logs"] = cmd_logs
 
     p = subparsers.add_parser(
@@ -123,11 +142,49 @@ def cmd_mine(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    from kbflow.store.logs import import_events
+    from kbflow.settings import load_settings
+    from kbflow.store.logs import event_counts, import_events
+    from kbflow.store.segments import count_segment_events, segment_files
+    from kbflow.store.spool import log_places, roll_orphans
 
     home = resolve_home(args.home)
     home.mkdir(parents=True, exist_ok=True)
     logs = DataHome(home).logs_path
+    spool, segments = log_places(home, load_settings(str(home)).logs)
+    if args.logs_command == "roll":
+        done = roll_orphans(spool, segments)
+        print(
+            f"rolled {len(done)} spool files: {sum(r.searches for r in done)} searches, "
+            f"{sum(r.clicks for r in done)} clicks -> {segments}"
+        )
+        return 0
+    if args.logs_command == "status":
+        stored = event_counts(logs)
+        files = {k: len(segment_files(segments, k)) for k in ("search", "click")}
+        rows = count_segment_events(segments)
+        every = event_counts(logs, segments)
+        status: dict[str, Any] = {
+            "logs_db": str(logs),
+            "stored": stored,
+            "segments": segments,
+            "segment_files": files,
+            "segment_events": rows,
+            "all_events": every,
+            "spool_dir": str(spool),
+            "spool_files": len(list(spool.glob("*.jsonl"))) if spool.is_dir() else 0,
+        }
+        if args.json:
+            print_json(status)
+        else:
+            a = every
+            print(f"log: {a['searches']} searches, {a['clicks']} clicks (each event once)")
+            print(f"  {logs}: {stored['searches']} searches, {stored['clicks']} clicks")
+            print(
+                f"  {segments}: {files['search'] + files['click']} segment files, "
+                f"{rows['search']} searches, {rows['click']} clicks"
+            )
+            print(f"  {spool}: {status['spool_files']} spool files not rolled yet")
+        return 0
     got = import_events(args.file, logs)
     print(
         f"read {got['lines']} lines: {got['searches']} searches, {got['clicks']} clicks "

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from kbflow.cli.common import print_json, resolve_home
+from kbflow.errors import ConfigError
 from kbflow.store.home import DataHome
 
 
@@ -123,16 +125,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from kbflow.settings import load_settings
 
     home = resolve_home(args.home)
-    overrides: dict[str, Any] = {}
+    if args.workers < 1:
+        raise ConfigError("--workers must be 1 or more")
     if args.rerank_url:
-        overrides = {"search.rerank.enabled": True, "search.rerank.url": args.rerank_url}
-    settings = load_settings(str(home), overrides)
+        # in the environment, so worker processes (--workers N) load the same settings
+        os.environ["KBFLOW_SEARCH__RERANK__ENABLED"] = "true"
+        os.environ["KBFLOW_SEARCH__RERANK__URL"] = args.rerank_url
+    settings = load_settings(str(home))
     if not DataHome(home).indexes.is_dir():
         print(
             f"kbflow: no index in {home} yet; the service answers with hand-offs until "
             "`kbflow nightly` publishes one",
             file=sys.stderr,
         )
-    print(f"kbflow: serving {home} on http://{args.host}:{args.port} (Ctrl-C to stop)")
-    serve(home, settings, args.host, args.port)
+    workers = f" with {args.workers} worker processes" if args.workers > 1 else ""
+    print(f"kbflow: serving {home} on http://{args.host}:{args.port}{workers} (Ctrl-C to stop)")
+    serve(home, settings, args.host, args.port, workers=args.workers)
     return 0

@@ -18,7 +18,6 @@ Queries the live version put in its top 3 and the new one does not are returned 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,16 +27,14 @@ import numpy as np
 from kbflow.embed.base import Embedder
 from kbflow.embed.factory import embed_settings_for, make_embedder
 from kbflow.gate.alignment import AnswerEncoder, check_alignment
+from kbflow.gate.rank import QueryEncoder, ranked_entries
+from kbflow.gate.replay import ReplayQuery, replay_check
 from kbflow.index.bm25 import tokenize
 from kbflow.index.version import LoadedVersion, near_copy_rows, self_check_rows
 from kbflow.settings import EmbedSettings, GateSettings
 from kbflow.store.golden import GoldenQuery
 
 log = logging.getLogger(__name__)
-
-
-# (version, query texts) -> query vectors for that version's model, or None (keyword only)
-QueryEncoder = Callable[[LoadedVersion, list[str]], "np.ndarray | None"]
 
 
 @dataclass(frozen=True)
@@ -99,10 +96,7 @@ def rank_queries(
                 out.append(None)
                 continue
         qv = vectors[i] if vectors is not None else None
-        c = version.candidates(qv, tokens, n=candidates, exclude=exclude)
-        s = version.fuse(c, dense_available=qv is not None)
-        order = np.argsort(-s, kind="stable")
-        ranked = [int(c.entries[j]) for j in order]
+        ranked = ranked_entries(version, tokens, qv, candidates, exclude)
         rank = next((n + 1 for n, e in enumerate(ranked) if e in targets), None)
         top = [
             (version.entry_ids[e], version.titles[int(version.entry_rows[e][0])])
@@ -132,9 +126,12 @@ def gate_version(
     settings: GateSettings,
     encode: QueryEncoder,
     encode_answers: AnswerEncoder | None = None,
+    replay: list[ReplayQuery] | None = None,
 ) -> dict[str, Any]:
-    """Score ``new`` (and ``live``) on the golden and self-check sets and on answer alignment
-    (``kbflow.gate.alignment``, when ``encode_answers`` is given), and decide.
+    """Score ``new`` (and ``live``) on the golden and self-check sets, on answer alignment
+    (``kbflow.gate.alignment``, when ``encode_answers`` is given) and on logged traffic
+    (``kbflow.gate.replay``, ``replay``: its ``ReplayQuery`` list, with a live version), and
+    decide.
 
     Returns ``{"passed", "reasons", "checks": {set: {"new", "live", "new_common",
     "live_common"}}, "failing": [...], "alignment": {...}, "live_version"}``. Pure apart from
@@ -200,9 +197,16 @@ def gate_version(
         if aligned["reason"]:
             reasons.append(aligned["reason"])
         notes += aligned.pop("notes")
+    replayed: dict[str, Any] | None = None
+    if replay and live is not None:
+        replayed = replay_check(new, live, replay, encode, settings)
+        if replayed["reason"]:
+            reasons.append(replayed["reason"])
+        notes += replayed.pop("notes")
     return {
         "passed": not reasons,
         "alignment": aligned,
+        "replay": replayed,
         "reasons": reasons,
         "checks": checks,
         "failing": failing[: settings.failing_shown],

@@ -38,7 +38,9 @@ def gate_stage(
         golden_set = run_golden_set(home, run_id)
         live_name = current_version(home.indexes)
         info = read_manifest(vdir)["embedding"]
-        with query_embed_settings(settings, info, need_queries=bool(golden)) as cal_settings:
+        replay, replay_note = _replay_queries(home, settings, live_name, version)
+        need = bool(golden) or bool(replay)
+        with query_embed_settings(settings, info, need_queries=need) as cal_settings:
             new = LoadedVersion(vdir)
             live = (
                 LoadedVersion(live_version_dir(home.indexes))
@@ -47,10 +49,12 @@ def gate_stage(
             )
             queries = VersionQueryEncoder(cal_settings.embed)
             answers = VersionAnswerEncoder(queries, home.embeddings)
-            result = gate_version(new, live, golden, settings.gate, queries, answers)
+            result = gate_version(new, live, golden, settings.gate, queries, answers, replay)
         result["golden"] = golden_set
         if golden_set is None:
             result["notes"] = [NO_GOLDEN, *result.get("notes", [])]
+        if replay_note:
+            result["notes"] = [*result.get("notes", []), replay_note]
         log.info(
             "gate: %s%s",
             "passed" if result["passed"] else "BLOCKED",
@@ -69,3 +73,26 @@ def gate_stage(
         gate={k: v for k, v in result.items() if k != "failing"} | {"forced": forced},
     )
     return {**result, "publish": publish, "forced": forced}  # type: ignore[typeddict-item]
+
+
+def _replay_queries(
+    home: DataHome, settings: Settings, live_name: str | None, version: str
+) -> tuple[list[Any], str | None]:
+    """The logged queries the gate replays (``kbflow.gate.replay``), and a note when there are
+    none to replay or the log could not be read (the gate goes on without them)."""
+    if settings.gate.replay_queries <= 0 or not live_name or live_name == version:
+        return [], None
+    from kbflow.gate.replay import load_replay_queries
+    from kbflow.store.spool import log_places
+
+    _, segments = log_places(home.root, settings.logs)
+    try:
+        got = load_replay_queries(
+            home.logs_path, segments, settings.gate.replay_queries, settings.gate.replay_days
+        )
+    except Exception as exc:  # noqa: BLE001 - the log is evidence, not a dependency
+        log.warning("gate: the search log could not be read for the replay (%s)", exc)
+        return [], f"replay: the search log could not be read ({exc}); not replayed"
+    if not got:
+        return [], f"replay: no search in the last {settings.gate.replay_days} days of the log"
+    return got, None

@@ -10,15 +10,21 @@ from typing import Any
 
 import duckdb
 
+from kbflow.contracts import SEARCH_EVENT
 from kbflow.mining.cluster import assign_gap_clusters
 from kbflow.mining.tables import _plain, write_week_tables
 from kbflow.mining.weeks import parse_week, previous_week, week_bounds
 from kbflow.settings import MiningSettings
 from kbflow.store.db import staged
 from kbflow.store.logs import connect_logs
+from kbflow.store.segments import attach_log_views
 from kbflow.store.sql import fetch_table, load_sql
 
 log = logging.getLogger(__name__)
+
+#: Log columns the mining statements read: ``result_scores`` is not one, and leaving a list
+#: column of 10M rows unread saves seconds when the week comes from Parquet segments.
+LOG_COLUMNS = {"search": [n for n in SEARCH_EVENT.names if n != "result_scores"]}
 
 
 def compute_week(
@@ -26,8 +32,10 @@ def compute_week(
     week: str,
     settings: MiningSettings,
     mined_at: datetime | None = None,
+    segments: str | None = None,
 ) -> dict[str, Any]:
-    """Compute one week's review rows from the log tables on ``con``.
+    """Compute one week's review rows from the log on ``con`` (``logs.duckdb``) and the Parquet
+    segments at ``segments`` (None: ``logs.duckdb`` alone).
 
     Returns ``{"low_click_answers": Table, "kb_gaps": Table, "weekly_metrics": Table,
     "unclustered": int}``; writes nothing."""
@@ -35,6 +43,11 @@ def compute_week(
     prev_start, prev_end = week_bounds(previous_week(week), settings.timezone)
     mined_at = mined_at or datetime.now(UTC)
     window = {"start_at": start, "end_at": end}
+    files = attach_log_views(con, segments, prev_start, end, LOG_COLUMNS)
+    if segments:
+        log.info(
+            "mine: %s: %d search and %d click segment files", week, files["search"], files["click"]
+        )
     answers = fetch_table(
         con,
         "mining/select_answer_stats",
@@ -93,15 +106,17 @@ def mine_week(
     week: str,
     settings: MiningSettings | None = None,
     mined_at: datetime | None = None,
+    segments: str | None = None,
 ) -> dict[str, Any]:
-    """Mine ``week`` of ``logs.duckdb`` into its review tables (rerun-safe: replaces the week).
+    """Mine ``week`` of the log (``logs.duckdb`` and the segments at ``segments``) into its
+    review tables in ``logs.duckdb`` (rerun-safe: replaces the week).
 
     Returns a small summary: week, row counts, flagged answers, clusters, the metrics row and
     the alert names raised. Raises ``ConfigError`` for a malformed week."""
     settings = settings or MiningSettings()
     parse_week(week)
     with connect_logs(logs_path, retry_s=60.0, config=_config(settings)) as con:
-        tables = compute_week(con, week, settings, mined_at)
+        tables = compute_week(con, week, settings, mined_at, segments)
         write_week_tables(con, week, tables)
     metrics = _plain(tables["weekly_metrics"].to_pylist()[0])
     answers = tables["low_click_answers"]

@@ -243,6 +243,7 @@ def gate_section(gate: dict[str, Any] | None) -> str:
             )
         )
     out.append(alignment_section(gate.get("alignment"), gate.get("live_version")))
+    out.append(replay_section(gate.get("replay"), gate.get("live_version")))
     for note in gate.get("notes") or []:
         out.append(f'<p class="muted">{esc(note)}</p>')
     return "".join(out)
@@ -268,6 +269,37 @@ def alignment_section(a: dict[str, Any] | None, live_version: Any) -> str:
             html_table(
                 a["misaligned"],
                 ["entry", "title", "new_answer", "live_answer", "found_instead"],
+            )
+        )
+    return "".join(out)
+
+
+def replay_section(r: dict[str, Any] | None, live_version: Any) -> str:
+    """Logged queries replayed on the new and the live version: changed top-1 answers, and
+    the queries whose clicked answer left the top 3, side by side."""
+    if not r:
+        return ""
+    rate = "-" if r.get("loss_rate") is None else f"{r['loss_rate']:.1%}"
+    out = [
+        f"<h3>Replay of logged traffic</h3><p>{esc(r['queries'])} distinct logged queries "
+        f"({esc(r['searches'])} searches) asked again: {esc(r['changed_top1'])} get another top-1 "
+        f"answer than from {esc(live_version)} ({esc(r['changed_top1_searches'])} searches). Of "
+        f"{esc(r['evidence'])} with click evidence (the entry users clicked was in the live top "
+        f"3), {esc(r['kept'])} keep it in the top 3 and {esc(r['lost'])} lose it (loss rate "
+        f"{esc(rate)}); {esc(r['gone'])} clicked entries are no longer in the KB.</p>"
+    ]
+    if r.get("losses"):
+        out.append(
+            html_table(
+                [
+                    {
+                        **x,
+                        "live top 3": " | ".join(x["live_top"]),
+                        "new top 3": " | ".join(x["new_top"]),
+                    }
+                    for x in r["losses"]
+                ],
+                ["query", "searches", "clicked", "clicks", "live_rank", "live top 3", "new top 3"],
             )
         )
     return "".join(out)

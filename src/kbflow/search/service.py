@@ -3,28 +3,30 @@
 ``POST /search`` answers a query (never an error for a query the index cannot answer: the
 answer says its fallback level and whether it hands off), ``POST /click`` records a click on a
 result, ``GET /health`` says which version is live and whether the query embedder answers.
-Every search and click is queued to ``logs.duckdb`` by a ``LogWriter`` (batched in a
-background thread: logging never slows or fails a request, and nothing is lost when the weekly
-mining reads the file, see ``kbflow.store.logs``). A new ``CURRENT`` is picked up by the
-``Searcher`` in the background while requests in flight finish on the old version.
+Every search and click is appended to the process's own spool file before the request is
+answered, and rolled into Parquet log segments in the background (``kbflow.store.spool``): a
+``kill -9`` loses no answered event, and any number of processes on any number of hosts log at
+once. A new ``CURRENT`` is picked up by the ``Searcher`` in the background while requests in
+flight finish on the old version. ``serve(..., workers=N)`` runs N uvicorn worker processes,
+each with its own searcher, spool and reload; uvicorn restarts a worker that dies.
 Never starts Prefect. Binds 127.0.0.1 unless told otherwise.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel, Field
 
 from kbflow.search.searcher import Searcher, make_searcher
-from kbflow.settings import Settings
-from kbflow.store.home import DataHome
-from kbflow.store.logs import LogWriter
+from kbflow.settings import Settings, load_settings
+from kbflow.store.spool import SpoolWriter, open_writer
 
 log = logging.getLogger(__name__)
 
@@ -48,17 +50,17 @@ def create_app(
     home: Path,
     settings: Settings,
     searcher: Searcher | None = None,
-    writer: LogWriter | None = None,
+    writer: SpoolWriter | None = None,
 ) -> FastAPI:
     """The service for data home ``home``. ``searcher``/``writer`` default to the configured
-    ones (tests pass their own to share a loaded model)."""
+    ones (tests pass their own searcher to share a loaded model)."""
     searcher = searcher or make_searcher(home, settings)
     state: dict[str, Any] = {"writer": writer}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if state["writer"] is None:
-            state["writer"] = LogWriter(DataHome(home).logs_path)
+            state["writer"] = open_writer(home, settings.logs)
         try:
             searcher.warm_up()
         except Exception as exc:  # noqa: BLE001 - serve anyway; /health and answers say why
@@ -76,14 +78,24 @@ def create_app(
     @app.post("/search")
     def search(req: SearchRequest) -> dict[str, Any]:
         res = searcher.search(req.query, req.k)
-        query_id = state["writer"].log_search(res, req.session_id, req.user_id)
+        try:
+            query_id = state["writer"].log_search(res, req.session_id, req.user_id)
+        except OSError as exc:  # no answer that is not logged
+            log.error("serve: the search log cannot be written: %s", exc)
+            raise HTTPException(
+                503, "the search log cannot be written (disk full?); retry"
+            ) from exc
         return {"query_id": query_id, **res.as_dict()}
 
     @app.post("/click")
     def click(req: ClickRequest) -> dict[str, Any]:
-        state["writer"].log_click(
-            req.query_id, req.entry_id, req.position, req.session_id, req.user_id
-        )
+        try:
+            state["writer"].log_click(
+                req.query_id, req.entry_id, req.position, req.session_id, req.user_id
+            )
+        except OSError as exc:
+            log.error("serve: the click log cannot be written: %s", exc)
+            raise HTTPException(503, "the click log cannot be written (disk full?); retry") from exc
         return {"ok": True}
 
     @app.get("/health")
@@ -102,15 +114,47 @@ def create_app(
             "passages": v.n_passages,
             "embedder": "ok" if embedder_ok else "down (keyword-only answers, fallback level 1)",
             "load_error": searcher.load_error,
+            "pid": os.getpid(),
             "logged_events": writer.written if writer is not None else 0,
         }
 
     return app
 
 
-def serve(home: Path, settings: Settings, host: str = "127.0.0.1", port: int = 8080) -> None:
-    """Run the service with uvicorn until interrupted (SIGINT/SIGTERM flush the log queue)."""
+def app_from_env() -> FastAPI:
+    """The app of one uvicorn worker process (``serve(workers=N)``): data home and settings
+    from ``KBFLOW_HOME`` and the other ``KBFLOW_*`` variables the parent set."""
+    settings = load_settings(os.environ["KBFLOW_HOME"])
+    return create_app(settings.home, settings)
+
+
+def serve(
+    home: Path,
+    settings: Settings,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    workers: int = 1,
+) -> None:
+    """Run the service with uvicorn until interrupted (SIGINT/SIGTERM roll the spools).
+
+    With ``workers`` > 1, uvicorn starts that many processes on one socket (each loads the
+    index and model: memory grows with N) and restarts any that dies; they read their
+    settings from the ``KBFLOW_*`` environment, so settings given only as Python objects
+    must be exported there first (``kbflow serve`` does for its options)."""
     import uvicorn
 
-    app = create_app(home, settings)
-    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
+    if workers > 1:
+        os.environ["KBFLOW_HOME"] = str(home)
+        uvicorn.run(
+            "kbflow.search.service:app_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level="info",
+            access_log=False,
+        )
+        return
+    uvicorn.run(
+        create_app(home, settings), host=host, port=port, log_level="info", access_log=False
+    )

@@ -2,7 +2,7 @@
 
 ```
 catalog.duckdb  raw/  runs/<run_id>/<stage>/  embeddings/<model_key>/  indexes/<version>/
-indexes/CURRENT  reports/  logs.duckdb
+indexes/CURRENT  reports/  logs.duckdb  logs/spool/  logs/segments/
 ```
 """
 
@@ -40,6 +40,16 @@ class DataHome:
     @property
     def logs_path(self) -> Path:
         return self.root / "logs.duckdb"
+
+    @property
+    def spool_dir(self) -> Path:
+        """Per-process spool files of serving processes (``kbflow.store.spool``)."""
+        return self.root / "logs" / "spool"
+
+    @property
+    def segments_dir(self) -> Path:
+        """Parquet log segments rolled from the spools (``kbflow.store.segments``)."""
+        return self.root / "logs" / "segments"
 
     @property
     def raw(self) -> Path:

@@ -1,4 +1,9 @@
-"""The search and click log (``logs.duckdb``): batched, never-blocking appends and imports.
+"""The search and click log (``logs.duckdb``): the event schemas, imports and batched appends.
+
+Serving processes do not write here: they spool to files rolled into Parquet segments
+(``kbflow.store.spool``), and readers see both through ``kbflow.store.segments``. This file
+holds what ``kbflow logs import`` loads, what ``kbflow simulate-logs`` writes (``LogWriter``)
+and the weekly review tables.
 
 Tables are defined in ``sql/schema/create_log_tables.sql``. DuckDB lets one process write a
 database file at a time, and the weekly mining flow (another process) reads it, so a writer
@@ -30,43 +35,13 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from kbflow.contracts import CLICK_EVENT, SEARCH_EVENT
 from kbflow.errors import KbflowError, SourceError
 from kbflow.store.db import staged, transaction
+from kbflow.store.segments import attach_log_views
 from kbflow.store.sql import load_sql
 
 log = logging.getLogger(__name__)
-
-
-# One schema per table; the column order is the table's (sql/schema/create_log_tables.sql).
-SEARCH_EVENT = pa.schema(
-    [
-        pa.field("query_id", pa.string(), nullable=False),
-        pa.field("ts", pa.timestamp("us", tz="UTC"), nullable=False),
-        pa.field("session_id", pa.string()),
-        pa.field("user_id", pa.string()),
-        pa.field("query", pa.string(), nullable=False),
-        pa.field("version", pa.string()),
-        pa.field("result_ids", pa.list_(pa.string())),
-        pa.field("result_scores", pa.list_(pa.float64())),
-        pa.field("top1_score", pa.float64()),
-        pa.field("latency_ms", pa.float64()),
-        pa.field("fallback_level", pa.int32(), nullable=False),
-        pa.field("handoff", pa.bool_(), nullable=False),
-        pa.field("threshold", pa.float64()),
-    ]
-)
-
-
-CLICK_EVENT = pa.schema(
-    [
-        pa.field("query_id", pa.string(), nullable=False),
-        pa.field("ts", pa.timestamp("us", tz="UTC"), nullable=False),
-        pa.field("session_id", pa.string()),
-        pa.field("user_id", pa.string()),
-        pa.field("entry_id", pa.string(), nullable=False),
-        pa.field("position", pa.int32()),
-    ]
-)
 
 
 _SCHEMAS = {"search": SEARCH_EVENT, "click": CLICK_EVENT}
@@ -169,7 +144,57 @@ class _Event:
 _STOP = object()
 
 
-class LogWriter:
+class EventLog:
+    """What the search service and the simulator log through: ``log_search``, ``log_click``
+    and ``log_row`` build a ``search_events``/``click_events`` row and hand it to ``_put``
+    (``LogWriter``: a queue flushed to ``logs.duckdb``; ``SpoolWriter``: the process's spool
+    file, ``kbflow.store.spool``)."""
+
+    def _put(self, kind: str, row: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def log_search(
+        self,
+        response: Any,
+        session_id: str | None = None,
+        user_id: str | None = None,
+        ts: datetime | None = None,
+    ) -> str:
+        """Log one search event (from a ``SearchResponse``); returns its ``query_id``."""
+        row = search_event(response, session_id, user_id, ts)
+        self._put("search", row)
+        return str(row["query_id"])
+
+    def log_click(
+        self,
+        query_id: str,
+        entry_id: str,
+        position: int | None = None,
+        session_id: str | None = None,
+        user_id: str | None = None,
+        ts: datetime | None = None,
+    ) -> None:
+        """Log one click on result ``entry_id`` (1-based ``position``) of ``query_id``."""
+        self._put(
+            "click",
+            {
+                "query_id": query_id,
+                "ts": _utc(ts),
+                "session_id": session_id,
+                "user_id": user_id,
+                "entry_id": entry_id,
+                "position": position,
+            },
+        )
+
+    def log_row(self, kind: str, row: dict[str, Any]) -> None:
+        """Log a ready-made ``search_events``/``click_events`` row (``kind`` search|click)."""
+        if kind not in _SCHEMAS:
+            raise ValueError(f"unknown event kind {kind!r}")
+        self._put(kind, row)
+
+
+class LogWriter(EventLog):
     """Appends search and click events to ``logs.duckdb`` from a background thread.
 
     ``log_search``/``log_click`` only put the event on an in-memory queue: they never block on
@@ -197,50 +222,7 @@ class LogWriter:
         self._thread = threading.Thread(target=self._run, name="kbflow-logwriter", daemon=True)
         self._thread.start()
 
-    def log_search(
-        self,
-        response: Any,
-        session_id: str | None = None,
-        user_id: str | None = None,
-        ts: datetime | None = None,
-    ) -> str:
-        """Queue one search event (from a ``SearchResponse``); returns its ``query_id``."""
-        try:
-            row = search_event(response, session_id, user_id, ts)
-            self._queue.put(_Event("search", row))
-            return str(row["query_id"])
-        except Exception as exc:  # noqa: BLE001 - logging never fails a query
-            log.error("logwriter: could not queue a search event: %s", exc)
-            return ""
-
-    def log_click(
-        self,
-        query_id: str,
-        entry_id: str,
-        position: int | None = None,
-        session_id: str | None = None,
-        user_id: str | None = None,
-        ts: datetime | None = None,
-    ) -> None:
-        """Queue one click on result ``entry_id`` (1-based ``position``) of ``query_id``."""
-        self._queue.put(
-            _Event(
-                "click",
-                {
-                    "query_id": query_id,
-                    "ts": _utc(ts),
-                    "session_id": session_id,
-                    "user_id": user_id,
-                    "entry_id": entry_id,
-                    "position": position,
-                },
-            )
-        )
-
-    def log_row(self, kind: str, row: dict[str, Any]) -> None:
-        """Queue a ready-made ``search_events``/``click_events`` row (``kind`` search|click)."""
-        if kind not in _SCHEMAS:
-            raise ValueError(f"unknown event kind {kind!r}")
+    def _put(self, kind: str, row: dict[str, Any]) -> None:
         self._queue.put(_Event(kind, row))
 
     def flush(self) -> None:
@@ -402,8 +384,10 @@ def import_events(path_jsonl: Path, logs_path: Path, batch_size: int = 100_000) 
     return {"lines": lines, "searches": len(rows["search"]), "clicks": len(rows["click"])}
 
 
-def event_counts(logs_path: Path) -> dict[str, int]:
-    """``{"searches": n, "clicks": n}`` stored in ``logs.duckdb``."""
+def event_counts(logs_path: Path, segments: str | None = None) -> dict[str, int]:
+    """``{"searches": n, "clicks": n}`` in ``logs.duckdb`` and the segments at ``segments``
+    (each event once)."""
     with connect_logs(logs_path) as con:
+        attach_log_views(con, segments)
         n_s, n_c = con.execute(load_sql("schema/select_event_counts")).fetchone() or (0, 0)
     return {"searches": int(n_s), "clicks": int(n_c)}

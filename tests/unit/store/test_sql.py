@@ -17,6 +17,7 @@ from kbflow.contracts import (
     STALE_ENTRY,
     table_from_rows,
 )
+from kbflow.store.segments import attach_log_views
 from kbflow.store.sql import list_sql, load_sql
 
 _PARAM = re.compile(r"\$([a-z_0-9]+)")
@@ -104,6 +105,7 @@ def con(tmp_path):
     tables = {r[0] for r in c.execute("select table_name from duckdb_tables()").fetchall()}
     for table in sorted(tables - catalog_tables):
         c.execute(f"create temp table staged_{table} as select * from {table}")
+    attach_log_views(c, None)  # search_log / click_log, what the mining statements read
     c.execute(load_sql("mining/create_gap_events"))  # the gap_events macro of two statements
     c.execute(
         "create temp table staged_gap_assignments as select * from (values"
