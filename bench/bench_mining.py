@@ -121,7 +121,10 @@ def mine(logs: Path, out: Path, segments: Path | None = None) -> dict:
 
     settings = MiningSettings()
     t0 = time.perf_counter()
-    summary = mine_week(logs, WEEK, settings, segments=str(segments) if segments else None)
+    # with the review queue's suggestions, as the weekly flow mines (no live version here:
+    # every qualifying query is suggested)
+    summary = mine_week(logs, WEEK, settings, segments=str(segments) if segments else None,
+                        indexes_dir=logs.parent / "indexes")  # fmt: skip
     t1 = time.perf_counter()
     export_week(logs, WEEK, out)
     t2 = time.perf_counter()
@@ -138,6 +141,7 @@ def mine(logs: Path, out: Path, segments: Path | None = None) -> dict:
         "answers": summary["answers"],
         "flagged_answers": summary["flagged_answers"],
         "gap_clusters": summary["gap_clusters"],
+        "suggestions": summary["suggestions"],
         "alerts": summary["alerts"],
         "p95_ms": summary["metrics"]["p95_ms"],
         "ks_stat": summary["metrics"]["ks_stat"],

@@ -50,7 +50,7 @@ def mine(home: DataHome, week: str, settings: MiningSettings, logs: LogSettings)
     rolled = roll_orphans(spool, segments)  # this host's spools of dead serving processes
     if rolled:
         get_run_logger().info("mine: rolled %d orphaned spool files into segments", len(rolled))
-    summary = mine_week(home.logs_path, week, settings, segments=segments)
+    summary = mine_week(home.logs_path, week, settings, segments=segments, indexes_dir=home.indexes)
     get_run_logger().info(
         "mine: %s: %d queries, %d flagged answers, %d gap clusters, alerts: %s",
         week,

@@ -4,12 +4,14 @@
 --          select_gap_clusters read.
 -- inputs:  search_log, click_log (the log views: logs.duckdb and the Parquet segments, each
 --          event once; kbflow.store.segments.attach_log_views); the macro's arguments: the week's bounds [start, end)
--- output:  the temp table macro gap_events(start_at, end_at): every search_log column of
---          the gap events, plus low_score and no_click (why they are gaps)
+-- output:  the temp table macro gap_events(start_at, end_at): query_id, query, session_id,
+--          user_id, result_ids, top1_score, handoff, threshold of the gap events, plus
+--          low_score and no_click (why they are gaps)
 -- grain:   one row per search event that is a gap
 create or replace temp macro gap_events(start_at, end_at) as table
 with searches as (
-    select *
+    -- the columns the gap statements read (not result_scores, latency...: 10M rows a week)
+    select query_id, query, session_id, user_id, result_ids, top1_score, handoff, threshold
     from search_log
     where ts >= start_at and ts < end_at
 ),

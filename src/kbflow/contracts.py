@@ -92,6 +92,18 @@ CLEAN_ENTRY = pa.schema(
 )
 
 
+#: One accepted review change in one run's overlay (``kbflow.chunk.overlay``).
+OVERLAY_ROW = pa.schema(
+    [
+        ("suggestion_id", _str),
+        ("entry_id", _str),
+        ("text", _str),
+        ("outcome", _str),  # applied | retired | dropped
+        ("applied_to", _str),
+    ]
+)
+
+
 #: One recorded merge: ``merged_id`` was folded into ``canonical_id``.
 DEDUP_MERGE = pa.schema(
     [

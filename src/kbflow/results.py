@@ -75,6 +75,8 @@ class Chunked(StageSummary):
     passages: int
     by_kind: dict[str, int]
     fingerprint: str
+    overlay: dict[str, int]
+    """Accepted review questions this run: applied, retired (the export carries them), dropped."""
 
 
 class ModelChosen(StageSummary):

@@ -291,6 +291,10 @@ class ReviewSettings(BaseModel):
     """The review stage: semantic near-duplicates and contradicting answers (``kbflow.review``)."""
 
     enabled: bool = True
+    apply_accepted: bool = True
+    """Add the similar questions reviewers accepted (``kbflow review``) to the run's entries
+    before chunking: the overlay (``kbflow.chunk.overlay``), recorded per run and in the
+    manifest. Off: the index holds the export as it is."""
     false_pair_rate: float = Field(0.05, gt=0, lt=1)
     """Share of entries that may be listed with a partner that means something else; the
     threshold is calibrated per version to keep it (see ``kbflow.review.semantic``). At 1% the
@@ -380,6 +384,14 @@ class MiningSettings(BaseModel):
     max_gap_queries: int = Field(50_000, ge=1)
     duckdb_memory_limit: str = "3GB"
     duckdb_threads: int | None = None
+    suggest_min_sessions: int = Field(2, ge=1)
+    """A query becomes a "similar question of E" suggestion when users clicked E for it in at
+    least this many distinct sessions of the week (``kbflow.mining.suggest``)."""
+    confusion_max_gap: float = Field(0.05, ge=0)
+    """A click on an entry that scored within this of the entry ranked first is a confusion."""
+    resurface_factor: float = Field(2.0, ge=1)
+    """A decided (accepted, edited, rejected) suggestion comes back only when its sessions grow
+    past this factor times what they were when it was decided."""
 
 
 class LogSettings(BaseModel):

@@ -144,3 +144,34 @@ def test_rerun_replaces_the_week(home: Path, mined: dict):
     assert again["metrics"]["n_queries"] == mined["metrics"]["n_queries"]
     assert q(home, "select count(*) from review_low_click_answers where week = ?", WEEK) == before
     assert q(home, "select count(*) from review_weekly_metrics") == [(1,)]
+
+
+def test_accepted_suggestions_reach_the_next_nightly_as_an_overlay(home: Path, mined: dict):
+    """The loop on the sample: the week's suggestions, every one accepted, then the next
+    nightly adds them to the index (recorded per run and in the manifest) and the accepted
+    wording now finds its entry first."""
+    from kbflow.mining.suggest import decide, review_queue
+    from kbflow.store.versions import read_manifest
+
+    assert mined["suggestions"] and mined["suggestions"] > 0
+    queue = review_queue(home / "logs.duckdb")
+    assert len(queue) == mined["suggestions"]
+    for s in queue:
+        decide(home / "logs.duckdb", s["suggestion_id"], "accept", "test-reviewer")
+    accepted = {(s["entry_id"], s["text"]) for s in queue}
+    again = kb_nightly(source=str(ZH / "export"), run_date=RUN_DATE, home=str(home))
+    assert again["status"] == "published", again
+    manifest = read_manifest(home / "indexes" / again["version"])
+    overlay = manifest["overlay"]
+    assert overlay["applied"] + overlay["retired"] + overlay["dropped"] == len(accepted)
+    assert overlay["applied"] > 0
+    rows = pq.read_table(home / "runs" / again["run_id"] / "chunk" / "overlay.parquet").to_pylist()
+    applied = [(r["applied_to"], r["text"]) for r in rows if r["outcome"] == "applied"]
+    passages = pq.read_table(home / "indexes" / again["version"] / "passages.parquet").to_pylist()
+    questions = {(p["entry_id"], p["text"]) for p in passages if p["kind"] == "question"}
+    assert set(applied) <= questions  # each applied question is a passage of its entry
+    searcher = make_searcher(home, load_settings(str(home)))
+    hits = [searcher.search(text, 1).results[0].entry_id for _, text in applied]
+    assert sum(h == e for h, (e, _) in zip(hits, applied, strict=True)) / len(applied) >= 0.9
+    expected = json.loads((ZH / "expected.json").read_text(encoding="utf-8"))
+    assert again["rows"]["input"] == expected["total_rows"]  # the overlay adds no input row

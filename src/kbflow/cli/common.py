@@ -8,6 +8,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+#: The foot of every command's --help.
+EPILOG = "Data home: --home DIR, or KBFLOW_HOME (default ./.kbflow). Docs: README.md."
+
 
 def home_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(

@@ -7,9 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from kbflow.cli.common import home_arg, print_json, resolve_home
-
-EPILOG = "Data home: --home DIR, or KBFLOW_HOME (default ./.kbflow). Docs: README.md."
+from kbflow.cli.common import EPILOG, home_arg, print_json, resolve_home
 
 
 def add_golden_commands(subparsers: Any, command_table: dict[str, Any]) -> None:

@@ -15,16 +15,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from kbflow.cli.backfill import add_commands as add_backfill_commands
-from kbflow.cli.common import home_arg
+from kbflow.cli.common import EPILOG, home_arg
 from kbflow.cli.embed import add_nightly_options, add_serve_embeddings_command
 from kbflow.cli.golden import add_golden_commands
 from kbflow.cli.mine import add_commands as add_mining_commands
 from kbflow.cli.nightly import cmd_nightly
 from kbflow.cli.rerank import add_serve_reranker_command
+from kbflow.cli.review import add_review_commands
 from kbflow.cli.search import cmd_eval, cmd_rollback, cmd_runs, cmd_search, cmd_serve, cmd_versions
 from kbflow.errors import PREFECT_EXIT, KbflowError, exit_codes_help
-
-EPILOG = "Data home: --home DIR, or KBFLOW_HOME (default ./.kbflow). Docs: README.md."
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -170,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_embeddings_command(sub, COMMANDS)
     add_serve_reranker_command(sub, COMMANDS)
     add_golden_commands(sub, COMMANDS)
+    add_review_commands(sub, COMMANDS)
     return parser
 
 

@@ -14,11 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kbflow.cli.common import home_arg, print_json, resolve_home
+from kbflow.cli.common import EPILOG, home_arg, print_json, resolve_home
 from kbflow.store.home import DataHome
-
-EPILOG = "Data home: --home DIR, or KBFLOW_HOME (default ./.kbflow). Docs: README.md."
-
 
 #: The bundled Chinese sample's golden file, in a checkout (src/kbflow/cli/ -> the repository).
 _SAMPLE_GOLDEN = Path(__file__).resolve().parents[3] / "examples" / "kb_zh" / "golden.jsonl"
@@ -137,6 +134,8 @@ def cmd_mine(args: argparse.Namespace) -> int:
         f"flagged answers: {result['flagged_answers']}; gap topics: {result['gap_clusters']}; "
         f"alerts: {', '.join(result['alerts']) or 'none'}"
     )
+    if result.get("suggestions") is not None:
+        print(f"review queue: {result['suggestions']} suggestions this week (`kbflow review list`)")
     print(f"report: {result['report']}")
     return 0
 

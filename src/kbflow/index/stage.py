@@ -57,6 +57,7 @@ def index_stage(
             "settings_fingerprint": settings_fingerprint(settings),
             "passages_fingerprint": chunk_summary["fingerprint"],
             "counts": {"entries": entries, "passages": passages.num_rows},
+            "overlay": chunk_summary.get("overlay") or {},
             "code_version": __version__,
         }
         vdir = build_version(home.indexes, version, passages, vectors, manifest, settings.index)

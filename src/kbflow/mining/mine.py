@@ -10,8 +10,8 @@ from typing import Any
 
 import duckdb
 
-from kbflow.contracts import SEARCH_EVENT
 from kbflow.mining.cluster import assign_gap_clusters
+from kbflow.mining.suggest import compute_suggestions, entry_questions, write_suggestions
 from kbflow.mining.tables import _plain, write_week_tables
 from kbflow.mining.weeks import parse_week, previous_week, week_bounds
 from kbflow.settings import MiningSettings
@@ -21,10 +21,6 @@ from kbflow.store.segments import attach_log_views
 from kbflow.store.sql import fetch_table, load_sql
 
 log = logging.getLogger(__name__)
-
-#: Log columns the mining statements read: ``result_scores`` is not one, and leaving a list
-#: column of 10M rows unread saves seconds when the week comes from Parquet segments.
-LOG_COLUMNS = {"search": [n for n in SEARCH_EVENT.names if n != "result_scores"]}
 
 
 def compute_week(
@@ -43,7 +39,7 @@ def compute_week(
     prev_start, prev_end = week_bounds(previous_week(week), settings.timezone)
     mined_at = mined_at or datetime.now(UTC)
     window = {"start_at": start, "end_at": end}
-    files = attach_log_views(con, segments, prev_start, end, LOG_COLUMNS)
+    files = attach_log_views(con, segments, prev_start, end)
     if segments:
         log.info(
             "mine: %s: %d search and %d click segment files", week, files["search"], files["click"]
@@ -95,7 +91,12 @@ def compute_week(
 
 
 def _config(settings: MiningSettings) -> dict[str, Any]:
-    cfg: dict[str, Any] = {"memory_limit": settings.duckdb_memory_limit}
+    # insertion order is never relied on (every statement orders what it returns): letting
+    # DuckDB drop it lowers memory when the log is materialised from segments
+    cfg: dict[str, Any] = {
+        "memory_limit": settings.duckdb_memory_limit,
+        "preserve_insertion_order": False,
+    }
     if settings.duckdb_threads:
         cfg["threads"] = settings.duckdb_threads
     return cfg
@@ -107,17 +108,28 @@ def mine_week(
     settings: MiningSettings | None = None,
     mined_at: datetime | None = None,
     segments: str | None = None,
+    indexes_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Mine ``week`` of the log (``logs.duckdb`` and the segments at ``segments``) into its
-    review tables in ``logs.duckdb`` (rerun-safe: replaces the week).
+    review tables in ``logs.duckdb`` (rerun-safe: replaces the week). With ``indexes_dir`` (the
+    data home's ``indexes/``), also the week's suggestions for the review queue
+    (``kbflow.mining.suggest``), checked against the live version's questions.
 
     Returns a small summary: week, row counts, flagged answers, clusters, the metrics row and
     the alert names raised. Raises ``ConfigError`` for a malformed week."""
     settings = settings or MiningSettings()
     parse_week(week)
     with connect_logs(logs_path, retry_s=60.0, config=_config(settings)) as con:
+        mined_at = mined_at or datetime.now(UTC)
         tables = compute_week(con, week, settings, mined_at, segments)
         write_week_tables(con, week, tables)
+        suggested = None
+        if indexes_dir is not None:
+            start, end = week_bounds(week, settings.timezone)
+            found = compute_suggestions(
+                con, week, start, end, settings, entry_questions(indexes_dir), mined_at
+            )
+            suggested = write_suggestions(con, week, found, settings)
     metrics = _plain(tables["weekly_metrics"].to_pylist()[0])
     answers = tables["low_click_answers"]
     summary = {
@@ -128,6 +140,7 @@ def mine_week(
         "unclustered_queries": tables["unclustered"],
         "metrics": metrics,
         "alerts": alerts_of(metrics),
+        "suggestions": suggested,
     }
     log.info(
         "mine: %s: %d queries, %d answers (%d flagged), %d gap clusters, alerts %s",

@@ -29,6 +29,16 @@ def describe_model_choice(choice: dict[str, Any] | None) -> str | None:
     return ("MODEL SWITCH: " + line) if choice.get("switched") else line
 
 
+def describe_overlay(overlay: dict[str, int] | None) -> str | None:
+    """The accepted review questions of the run, in words (None when there were none)."""
+    if not overlay or not any(overlay.values()):
+        return None
+    return (
+        f"{overlay.get('applied', 0)} accepted questions added, {overlay.get('retired', 0)} "
+        f"already in the export (retired), {overlay.get('dropped', 0)} for entries not in it"
+    )
+
+
 def nightly_markdown(summary: Mapping[str, Any]) -> str:
     rows = summary.get("rows", {})
     lines = [
@@ -110,6 +120,7 @@ def write_nightly_report(
         "passages from cache": summary.get("cached"),
         "embedding throughput (passages/s)": summary.get("embed_per_second"),
         "retired entries": summary.get("retired"),
+        "reviewers' overlay": describe_overlay(summary.get("overlay")),
         "message": summary.get("message"),
         "failure notice": describe_notice(summary.get("notice")),
     }

@@ -82,6 +82,7 @@ def report_stage(
         if m["model"]
         else None,
         "retired": len(retired),
+        "overlay": (m["chunk"] or {}).get("overlay"),
         "calibration": index.get("calibration"),
         "gate": _gate_summary(m["gate"], home, index.get("version")),
         "timings": {s: v["seconds"] for s, v in m.items() if v and "seconds" in v},

@@ -36,14 +36,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from kbflow.contracts import CLICK_EVENT, SEARCH_EVENT
 from kbflow.errors import ConfigError
+from kbflow.store.sql import load_sql
 
 log = logging.getLogger(__name__)
 
 KINDS = ("search", "click")
-_KEYS = {"search": ("query_id",), "click": ("query_id", "entry_id", "ts")}
-_SCHEMAS = {"search": SEARCH_EVENT, "click": CLICK_EVENT}
+#: Open ends of a log window (a bound parameter always gets a value).
+_EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+_LATEST = datetime(9999, 1, 1, tzinfo=UTC)
 
 
 def is_url(location: str) -> bool:
@@ -146,14 +147,13 @@ def attach_log_views(
     location: str | None,
     start: datetime | None = None,
     end: datetime | None = None,
-    columns: dict[str, list[str]] | None = None,
 ) -> dict[str, int]:
     """Create ``search_log`` and ``click_log`` on ``con`` (a connection to ``logs.duckdb``,
     its tables created): the stored events plus the segments at ``location`` (None: stored
     events only) whose day may fall in ``[start, end)``, each event once.
 
-    With segments they are temp tables, restricted to the window and to ``columns`` (per
-    kind; default all), read once however many statements use them; clicks are taken from a
+    With segments they are temp tables (``sql/logs/``), restricted to the window, read once
+    however many statements use them; clicks are taken from a
     day before ``start`` on, with no end, since a click may come long after its search. A
     segment event already stored is left out (an anti-join on the key); segments repeating
     each other (a spool copied by hand) are deduplicated when a count says there are any.
@@ -162,67 +162,26 @@ def attach_log_views(
     counts: dict[str, int] = {}
     if location and is_url(location):
         con.register_filesystem(filesystem(location))
+    con.execute(load_sql("logs/drop_log_views"))
     for kind in KINDS:
-        table = f"{kind}_events"
         lo, hi = start, end
         if kind == "click":  # a click may come long after its search; hosts' clocks may differ
             lo, hi = (start - timedelta(days=1) if start else None), None
         files = segment_files(location, kind, lo, hi) if location else []
         counts[kind] = len(files)
-        con.execute(f"drop view if exists {kind}_log")
-        con.execute(f"drop table if exists temp.{kind}_log")
         if not files:
-            con.execute(f"create temp view {kind}_log as select * from main.{table}")
+            con.execute(load_sql(f"logs/create_{kind}_log_view"))
             continue
-        cols = ", ".join((columns or {}).get(kind) or _SCHEMAS[kind].names)
-        keys = _KEYS[kind]
-        listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-        where = _window_sql(lo, hi)
-        stored = " and ".join(f"e.{k} = s.{k}" for k in keys)
         con.execute(
-            f"""
-            create temp table {kind}_log as
-            select {cols} from main.{table} {where}
-            union all
-            select {cols} from read_parquet([{listed}]) as s
-            {where or "where true"}
-              and not exists (select 1 from main.{table} as e where {stored})
-            """,
-            _window_params(lo, hi),
+            load_sql(f"logs/create_{kind}_log"),
+            {"files": files, "start_at": lo or _EARLIEST, "end_at": hi or _LATEST},
         )
-        key_list = ", ".join(keys)
-        ((repeats,),) = con.execute(
-            f"select count(*) - count(distinct ({key_list})) from {kind}_log"
-        ).fetchall()
+        ((repeats,),) = con.execute(load_sql(f"logs/select_{kind}_log_repeats")).fetchall()
         if repeats:
             log.warning("logs: %d %s events appear in more than one segment; counted once",
                         repeats, kind)  # fmt: skip
-            con.execute(
-                f"""
-                create or replace temp table {kind}_log as
-                select * from {kind}_log
-                qualify row_number() over (partition by {key_list} order by ts) = 1
-                """
-            )
+            con.execute(load_sql(f"logs/dedupe_{kind}_log"))
     return counts
-
-
-def _window_sql(start: datetime | None, end: datetime | None) -> str:
-    conds = []
-    if start:
-        conds.append("ts >= $start_at")
-    if end:
-        conds.append("ts < $end_at")
-    return ("where " + " and ".join(conds)) if conds else ""
-
-
-def _window_params(start: datetime | None, end: datetime | None) -> dict[str, Any]:
-    params: dict[str, Any] = {}
-    if start:
-        params["start_at"] = start
-    if end:
-        params["end_at"] = end
-    return params
 
 
 def count_segment_events(location: str, kinds: Iterable[str] = KINDS) -> dict[str, int]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import date, datetime
+from pathlib import Path
 
 import duckdb
 import pytest
@@ -28,11 +29,11 @@ def _value(name: str):
         return datetime(2026, 11, 24, 2, 0)
     if name in ("run_date",):
         return date(2026, 11, 24)
-    if name in ("limit",) or name.startswith(("n_", "min_", "max_")):
+    if name in ("limit",) or name.startswith(("n_", "min_", "max_")) or name.endswith("_sessions"):
         return 10
     if name.endswith("_ms"):
         return 300.0
-    if name.endswith(("_rate", "_threshold")):
+    if name.endswith(("_rate", "_threshold", "_factor")):
         return 0.15
     if name in ("files", "summary", "manifest"):
         return "{}"
@@ -84,7 +85,7 @@ def con(tmp_path):
     # logs.duckdb: every DDL file under sql/schema/, sample events, and a staged table per
     # statement that reads one (staged_<table> has the columns of <table>).
     catalog_tables = {r[0] for r in c.execute("select table_name from duckdb_tables()").fetchall()}
-    for ddl in list_sql("schema"):
+    for ddl in [*list_sql("schema"), "suggest/create_suggestion_tables"]:
         if ddl.split("/")[-1].startswith("create_"):
             c.execute(load_sql(ddl))
     # the same entries shown to several sessions and the same gap query asked twice, so that a
@@ -106,6 +107,11 @@ def con(tmp_path):
     for table in sorted(tables - catalog_tables):
         c.execute(f"create temp table staged_{table} as select * from {table}")
     attach_log_views(c, None)  # search_log / click_log, what the mining statements read
+    c.execute(load_sql("suggest/create_norm_query"))
+    c.execute(
+        "create temp table staged_entry_questions as select * from (values"
+        " ('a', '发票'), ('b', '怎么开发票')) t(entry_id, question)"
+    )
     c.execute(load_sql("mining/create_gap_events"))  # the gap_events macro of two statements
     c.execute(
         "create temp table staged_gap_assignments as select * from (values"
@@ -115,8 +121,30 @@ def con(tmp_path):
     c.close()
 
 
+def _log_segments(con, name: str, tmp_path: Path) -> dict[str, list[str]]:
+    """For ``sql/logs/`` statements: the log views dropped, a Parquet segment of each kind
+    (copies of the sample events), and the temp table a dedupe or repeat count reads."""
+    con.execute(load_sql("logs/drop_log_views"))
+    files = {}
+    for kind in ("search", "click"):
+        path = tmp_path / f"{kind}.parquet"
+        con.execute(f"copy (select * from {kind}_events) to '{path}' (format parquet)")
+        files[kind] = [str(path)]
+    kind = "search" if "search" in name else "click"
+    if name.startswith(("logs/dedupe_", "logs/select_")):
+        con.execute(
+            load_sql(f"logs/create_{kind}_log"),
+            {
+                "files": files[kind],
+                "start_at": datetime(1970, 1, 1),
+                "end_at": datetime(9999, 1, 1),
+            },
+        )
+    return {"files": files[kind]}
+
+
 @pytest.mark.parametrize("name", list_sql())
-def test_sql_file_runs(con, name):
+def test_sql_file_runs(con, name, tmp_path):
     text = load_sql(name)
     assert text.lstrip().startswith("--"), (
         f"{name}: needs a header comment (purpose, inputs, grain)"
@@ -125,6 +153,10 @@ def test_sql_file_runs(con, name):
         f"{name}: looks like a format string; bind parameters instead"
     )
     params = {p: _value(p) for p in set(_PARAM.findall(text))}
+    if name.startswith("logs/") and name != "logs/drop_log_views":
+        files = _log_segments(con, name, tmp_path)
+        if "files" in params:
+            params.update(files)
     con.execute(text, params) if params else con.execute(text)
     if name.split("/")[-1].startswith("select_"):
         _check_grain(name, text, con)

@@ -1,0 +1,99 @@
+"""``kbflow review list`` / ``decide`` / ``export``: the review queue the weekly mining fills
+(``kbflow.mining.suggest``), reviewers' decisions, and the accepted changes as a patch for the
+system where the KB is edited. Never starts Prefect."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+from pathlib import Path
+from typing import Any
+
+from kbflow.cli.common import EPILOG, home_arg, print_json, resolve_home
+
+
+def add_review_commands(subparsers: Any, command_table: dict[str, Any]) -> None:
+    p = subparsers.add_parser(
+        "review",
+        help="the review queue of mined suggestions (list, decide, export)",
+        description="The weekly mining suggests changes from the search log (a query users "
+        "keep clicking entry E for becomes a similar question of E; close calls where users "
+        "clicked the lower entry). Reviewers accept, edit, reject or defer each; decisions are "
+        "appended with who, when and why; accepted ones are exported as a patch.",
+        epilog=EPILOG,
+    )
+    rsub = p.add_subparsers(dest="review_command", required=True, metavar="{list,decide,export}")
+    q = rsub.add_parser("list", help="the queue, highest impact first", epilog=EPILOG)
+    home_arg(q)
+    q.add_argument("--kind", choices=["similar_question", "confusion"], help="one kind only")
+    q.add_argument("--open", action="store_true", help="undecided and deferred ones only")
+    q.add_argument("-n", type=int, default=50, help="at most this many (default 50)")
+    q.add_argument("--json", action="store_true", help="print JSON")
+    q = rsub.add_parser(
+        "decide", help="accept, edit, reject or defer one suggestion", epilog=EPILOG
+    )
+    home_arg(q)
+    q.add_argument("suggestion_id", metavar="ID", help="from `kbflow review list`")
+    q.add_argument("decision", choices=["accept", "edit", "reject", "defer"])
+    q.add_argument("--by", metavar="NAME", help="reviewer (default: the login name)")
+    q.add_argument("--text", help="edit: the question to add instead of the suggested one")
+    q.add_argument("--entry", metavar="ENTRY_ID", help="edit: add it to this entry instead")
+    q.add_argument("--comment", help="why (kept with the decision)")
+    q = rsub.add_parser(
+        "export",
+        help="write the accepted changes as a patch (JSONL, CSV for Excel, XLSX)",
+        description="One row per accepted change: entry_id, field, old_value, new_value, "
+        "reviewer, decided_at, suggestion_id, comment. CSV is UTF-8 with a BOM (Excel opens it "
+        "right) and never starts a cell with a formula.",
+        epilog=EPILOG,
+    )
+    home_arg(q)
+    q.add_argument("--format", choices=["jsonl", "csv", "xlsx"], default="csv")
+    q.add_argument("--out", type=Path, required=True, metavar="FILE")
+    command_table["review"] = cmd_review
+
+
+def cmd_review(args: argparse.Namespace) -> int:
+    from kbflow.mining.suggest import decide, export_patch, review_queue
+    from kbflow.store.home import DataHome
+
+    logs = DataHome(resolve_home(args.home)).logs_path
+    if args.review_command == "list":
+        rows = review_queue(logs, args.kind, args.open)[: args.n]
+        if args.json:
+            print_json(rows)
+            return 0
+        if not rows:
+            print("the review queue is empty (`kbflow mine` fills it from the search log)")
+        for r in rows:
+            other = f" vs {r['other_entry_id']}" if r["other_entry_id"] else ""
+            print(
+                f"{r['suggestion_id'][:12]}  {r['kind']:<16} {r['entry_id']}{other}  "
+                f"{r['n_sessions']} sessions  {r['decision'] or 'open'}  {r['text']}"
+            )
+        return 0
+    if args.review_command == "decide":
+        sid = _full_id(logs, args.suggestion_id)
+        row = decide(logs, sid, args.decision, args.by or getpass.getuser(), args.comment,
+                     args.text, args.entry)  # fmt: skip
+        print(
+            f"{row['decision']}: {row['kind']} {row['entry_id']} {row['text']!r} by {row['reviewer']}"
+        )
+        return 0
+    n = export_patch(logs, args.out, args.format)
+    print(f"{n} accepted changes -> {args.out}")
+    return 0
+
+
+def _full_id(logs: Path, prefix: str) -> str:
+    """A suggestion id from its unique prefix (``list`` prints 12 characters)."""
+    from kbflow.errors import ConfigError
+    from kbflow.mining.suggest import review_queue
+
+    ids = [r["suggestion_id"] for r in review_queue(logs) if r["suggestion_id"].startswith(prefix)]
+    if len(ids) != 1:
+        raise ConfigError(
+            f"{'no' if not ids else 'more than one'} suggestion starts with {prefix!r}; "
+            "`kbflow review list` shows the ids"
+        )
+    return ids[0]

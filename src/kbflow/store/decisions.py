@@ -1,0 +1,23 @@
+"""Reviewers' accepted changes, read from the review queue in ``logs.duckdb``
+(``sql/suggest/``; the queue itself is ``kbflow.mining.suggest``). The nightly's overlay reads
+them from here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from kbflow.store.logs import connect_logs
+from kbflow.store.sql import fetch_table
+
+
+def accepted_changes(logs_path: Path) -> list[dict[str, Any]]:
+    """Accepted and edited suggestions (the latest decision of each), oldest decision first:
+    ``suggestion_id, kind, entry_id, text, reviewer, decided_at, comment``. Read-only."""
+    if not logs_path.exists():
+        return []
+    with connect_logs(logs_path, read_only=True, retry_s=120.0) as con:
+        tables = {r[0] for r in con.execute("select table_name from duckdb_tables()").fetchall()}
+        if "review_decisions" not in tables:
+            return []
+        return fetch_table(con, "suggest/select_accepted_changes", {}).to_pylist()
