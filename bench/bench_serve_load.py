@@ -145,27 +145,19 @@ def run_clients(
     }
 
 
-def logged(segments: Path) -> dict[str, int]:
+def logged_ids(segments: Path) -> list[str]:
+    """Query ids of every search event in the cell's segments, as stored (repeats kept)."""
     import duckdb
 
-    files = sorted(str(p) for p in (segments / "search").glob("date=*/*.parquet"))
+    from kbflow.store.segments import segment_files
+
+    files = segment_files(str(segments), "search")
     if not files:
-        return {"events": 0, "distinct": 0}
+        return []
     with duckdb.connect() as con:
-        n, d = con.execute(
-            "select count(*), count(distinct query_id) from read_parquet(?)", [files]
-        ).fetchone()
-    return {"events": int(n), "distinct": int(d)}
-
-
-def logged_ids(segments: Path) -> set[str]:
-    import duckdb
-
-    files = sorted(str(p) for p in (segments / "search").glob("date=*/*.parquet"))
-    with duckdb.connect() as con:
-        return {
+        return [
             r[0] for r in con.execute("select query_id from read_parquet(?)", [files]).fetchall()
-        }
+        ]
 
 
 def copy_version(home: Path) -> tuple[str, str]:
@@ -230,8 +222,9 @@ def cell(
                 publish_version(home / "indexes", live, keep=100)
             shutil.rmtree(home / "indexes" / published["new"], ignore_errors=True)
     ids = got.pop("_ids")
-    log = logged(segments)
-    missing = len(set(ids) - logged_ids(segments)) if ids else 0
+    stored = logged_ids(segments)
+    log = {"events": len(stored), "distinct": len(set(stored))}
+    missing = len(set(ids) - set(stored))
     return {
         "cell": name,
         "workers": workers,

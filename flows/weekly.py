@@ -19,8 +19,9 @@ def kb_weekly_mining(
     overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Mine one ISO week (``2026-W47``, Asia/Shanghai; default the last complete week) of
-    the search log (``logs.duckdb`` and the Parquet segments of ``logs.segments``) into its review tables, CSV/Parquet exports and an HTML report. A rerun
-    replaces that week only. Settings are ``Settings.mining`` (``KBFLOW_MINING__*``);
+    the search log (``logs.duckdb`` and the Parquet segments of ``logs.segments``) into its
+    review tables and review queue, CSV/Parquet exports and an HTML report. A rerun replaces
+    that week only. Settings are ``Settings.mining`` (``KBFLOW_MINING__*``);
     ``overrides`` are mining settings (``{"min_impressions": 50}``)."""
     mining = {f"mining.{k}": v for k, v in (overrides or {}).items()}
     settings = load_settings(home, mining)

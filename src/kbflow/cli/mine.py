@@ -143,7 +143,7 @@ def cmd_mine(args: argparse.Namespace) -> int:
 def cmd_logs(args: argparse.Namespace) -> int:
     from kbflow.settings import load_settings
     from kbflow.store.logs import event_counts, import_events
-    from kbflow.store.segments import count_segment_events, segment_files
+    from kbflow.store.segments import count_segment_events
     from kbflow.store.spool import log_places, roll_orphans
 
     home = resolve_home(args.home)
@@ -159,15 +159,14 @@ def cmd_logs(args: argparse.Namespace) -> int:
         return 0
     if args.logs_command == "status":
         stored = event_counts(logs)
-        files = {k: len(segment_files(segments, k)) for k in ("search", "click")}
-        rows = count_segment_events(segments)
+        seg = count_segment_events(segments)
         every = event_counts(logs, segments)
         status: dict[str, Any] = {
             "logs_db": str(logs),
             "stored": stored,
             "segments": segments,
-            "segment_files": files,
-            "segment_events": rows,
+            "segment_files": {k: v["files"] for k, v in seg.items()},
+            "segment_events": {k: v["events"] for k, v in seg.items()},
             "all_events": every,
             "spool_dir": str(spool),
             "spool_files": len(list(spool.glob("*.jsonl"))) if spool.is_dir() else 0,
@@ -175,12 +174,11 @@ def cmd_logs(args: argparse.Namespace) -> int:
         if args.json:
             print_json(status)
         else:
-            a = every
-            print(f"log: {a['searches']} searches, {a['clicks']} clicks (each event once)")
+            print(f"log: {every['searches']} searches, {every['clicks']} clicks (each event once)")
             print(f"  {logs}: {stored['searches']} searches, {stored['clicks']} clicks")
             print(
-                f"  {segments}: {files['search'] + files['click']} segment files, "
-                f"{rows['search']} searches, {rows['click']} clicks"
+                f"  {segments}: {seg['search']['files'] + seg['click']['files']} segment files, "
+                f"{seg['search']['events']} searches, {seg['click']['events']} clicks"
             )
             print(f"  {spool}: {status['spool_files']} spool files not rolled yet")
         return 0

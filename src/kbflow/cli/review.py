@@ -33,7 +33,9 @@ def add_review_commands(subparsers: Any, command_table: dict[str, Any]) -> None:
         "decide", help="accept, edit, reject or defer one suggestion", epilog=EPILOG
     )
     home_arg(q)
-    q.add_argument("suggestion_id", metavar="ID", help="from `kbflow review list`")
+    q.add_argument(
+        "suggestion_id", metavar="ID", help="from `kbflow review list` (a unique prefix will do)"
+    )
     q.add_argument("decision", choices=["accept", "edit", "reject", "defer"])
     q.add_argument("--by", metavar="NAME", help="reviewer (default: the login name)")
     q.add_argument("--text", help="edit: the question to add instead of the suggested one")
@@ -73,8 +75,7 @@ def cmd_review(args: argparse.Namespace) -> int:
             )
         return 0
     if args.review_command == "decide":
-        sid = _full_id(logs, args.suggestion_id)
-        row = decide(logs, sid, args.decision, args.by or getpass.getuser(), args.comment,
+        row = decide(logs, args.suggestion_id, args.decision, args.by or getpass.getuser(), args.comment,
                      args.text, args.entry)  # fmt: skip
         print(
             f"{row['decision']}: {row['kind']} {row['entry_id']} {row['text']!r} by {row['reviewer']}"
@@ -83,17 +84,3 @@ def cmd_review(args: argparse.Namespace) -> int:
     n = export_patch(logs, args.out, args.format)
     print(f"{n} accepted changes -> {args.out}")
     return 0
-
-
-def _full_id(logs: Path, prefix: str) -> str:
-    """A suggestion id from its unique prefix (``list`` prints 12 characters)."""
-    from kbflow.errors import ConfigError
-    from kbflow.mining.suggest import review_queue
-
-    ids = [r["suggestion_id"] for r in review_queue(logs) if r["suggestion_id"].startswith(prefix)]
-    if len(ids) != 1:
-        raise ConfigError(
-            f"{'no' if not ids else 'more than one'} suggestion starts with {prefix!r}; "
-            "`kbflow review list` shows the ids"
-        )
-    return ids[0]

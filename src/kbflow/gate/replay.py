@@ -14,7 +14,6 @@ loss side by side, and how many top-1 answers changed at all.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,10 +24,8 @@ from kbflow.index.bm25 import tokenize
 from kbflow.index.version import LoadedVersion
 from kbflow.settings import GateSettings
 from kbflow.store.logs import connect_logs
-from kbflow.store.segments import attach_log_views
+from kbflow.store.segments import attach_log_views, is_url
 from kbflow.store.sql import fetch_table
-
-log = logging.getLogger(__name__)
 
 #: The clicked entry must rank within this many.
 WITHIN = 3
@@ -56,7 +53,7 @@ def load_replay_queries(
     process holds ``logs.duckdb`` past the retry budget."""
     if limit <= 0:
         return []
-    has_segments = bool(segments) and ("://" in str(segments) or Path(str(segments)).is_dir())
+    has_segments = segments is not None and (is_url(segments) or Path(segments).is_dir())
     if not logs_path.exists() and not has_segments:
         return []
     end = now or datetime.now(UTC)

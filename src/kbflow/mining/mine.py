@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 
 from kbflow.mining.cluster import assign_gap_clusters
 from kbflow.mining.suggest import compute_suggestions, entry_questions, write_suggestions
@@ -29,12 +30,14 @@ def compute_week(
     settings: MiningSettings,
     mined_at: datetime | None = None,
     segments: str | None = None,
+    questions: pa.Table | None = None,
 ) -> dict[str, Any]:
     """Compute one week's review rows from the log on ``con`` (``logs.duckdb``) and the Parquet
-    segments at ``segments`` (None: ``logs.duckdb`` alone).
+    segments at ``segments`` (None: ``logs.duckdb`` alone); with ``questions`` (the live
+    version's, ``suggest.entry_questions``) also the week's suggestions for the review queue.
 
     Returns ``{"low_click_answers": Table, "kb_gaps": Table, "weekly_metrics": Table,
-    "unclustered": int}``; writes nothing."""
+    "unclustered": int, "suggestions": Table | None}``; writes nothing."""
     start, end = week_bounds(week, settings.timezone)
     prev_start, prev_end = week_bounds(previous_week(week), settings.timezone)
     mined_at = mined_at or datetime.now(UTC)
@@ -82,21 +85,20 @@ def compute_week(
             "mined_at": mined_at,
         },
     )
+    suggestions = None
+    if questions is not None:
+        suggestions = compute_suggestions(con, week, start, end, settings, questions, mined_at)
     return {
         "low_click_answers": answers,
         "kb_gaps": gaps,
         "weekly_metrics": metrics,
         "unclustered": unclustered,
+        "suggestions": suggestions,
     }
 
 
 def _config(settings: MiningSettings) -> dict[str, Any]:
-    # insertion order is never relied on (every statement orders what it returns): letting
-    # DuckDB drop it lowers memory when the log is materialised from segments
-    cfg: dict[str, Any] = {
-        "memory_limit": settings.duckdb_memory_limit,
-        "preserve_insertion_order": False,
-    }
+    cfg: dict[str, Any] = {"memory_limit": settings.duckdb_memory_limit}
     if settings.duckdb_threads:
         cfg["threads"] = settings.duckdb_threads
     return cfg
@@ -119,17 +121,13 @@ def mine_week(
     the alert names raised. Raises ``ConfigError`` for a malformed week."""
     settings = settings or MiningSettings()
     parse_week(week)
+    questions = entry_questions(indexes_dir) if indexes_dir is not None else None
     with connect_logs(logs_path, retry_s=60.0, config=_config(settings)) as con:
-        mined_at = mined_at or datetime.now(UTC)
-        tables = compute_week(con, week, settings, mined_at, segments)
+        tables = compute_week(con, week, settings, mined_at, segments, questions)
         write_week_tables(con, week, tables)
         suggested = None
-        if indexes_dir is not None:
-            start, end = week_bounds(week, settings.timezone)
-            found = compute_suggestions(
-                con, week, start, end, settings, entry_questions(indexes_dir), mined_at
-            )
-            suggested = write_suggestions(con, week, found, settings)
+        if tables["suggestions"] is not None:
+            suggested = write_suggestions(con, week, tables["suggestions"], settings)
     metrics = _plain(tables["weekly_metrics"].to_pylist()[0])
     answers = tables["low_click_answers"]
     summary = {

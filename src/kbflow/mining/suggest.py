@@ -40,7 +40,6 @@ from kbflow.store.versions import live_version_dir
 log = logging.getLogger(__name__)
 
 DECISIONS = ("accept", "edit", "reject", "defer")
-KINDS = ("similar_question", "confusion")
 
 ENTRY_QUESTIONS = pa.schema([("entry_id", pa.string()), ("question", pa.string())])
 
@@ -117,7 +116,7 @@ def write_suggestions(
                 {"resurface_factor": settings.resurface_factor},
             )
         ((n,),) = con.execute(
-            "select count(*) from review_suggestions where week = $week", {"week": week}
+            load_sql("suggest/select_week_suggestion_count"), {"week": week}
         ).fetchall()
     return int(n)
 
@@ -146,9 +145,10 @@ def decide(
     entry_id: str | None = None,
     now: datetime | None = None,
 ) -> dict[str, Any]:
-    """Append a decision on ``suggestion_id``: accept, edit (``text`` and/or ``entry_id``
-    replace the suggestion's), reject or defer. Returns the decision row. ``ConfigError`` for
-    an unknown suggestion or decision, or an edit that changes nothing."""
+    """Append a decision on ``suggestion_id`` (or a unique prefix of it, as ``kbflow review
+    list`` prints): accept, edit (``text`` and/or ``entry_id`` replace the suggestion's),
+    reject or defer. Returns the decision row. ``ConfigError`` for an unknown or ambiguous
+    suggestion, an unknown decision, or an edit that changes nothing."""
     if decision not in DECISIONS:
         raise ConfigError(f"decision must be one of {', '.join(DECISIONS)}, not {decision!r}")
     if not reviewer.strip():
@@ -158,13 +158,15 @@ def decide(
         found = [
             r
             for r in fetch_table(con, "suggest/select_review_queue", {}).to_pylist()
-            if r["suggestion_id"] == suggestion_id
+            if r["suggestion_id"].startswith(suggestion_id)
         ]
-        if not found:
+        if len(found) != 1:
             raise ConfigError(
-                f"no suggestion {suggestion_id!r}; `kbflow review list` shows the queue"
+                f"{'no' if not found else 'more than one'} suggestion {suggestion_id!r}; "
+                "`kbflow review list` shows the ids"
             )
         s = found[0]
+        suggestion_id = s["suggestion_id"]
         new_text = (text or "").strip() or s["text"]
         new_entry = (entry_id or "").strip() or s["entry_id"]
         if decision == "edit" and (new_text, new_entry) == (s["text"], s["entry_id"]):

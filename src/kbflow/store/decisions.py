@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from kbflow.store.logs import connect_logs
-from kbflow.store.sql import fetch_table
+from kbflow.store.sql import fetch_table, load_sql
 
 
 def accepted_changes(logs_path: Path) -> list[dict[str, Any]]:
@@ -17,7 +17,7 @@ def accepted_changes(logs_path: Path) -> list[dict[str, Any]]:
     if not logs_path.exists():
         return []
     with connect_logs(logs_path, read_only=True, retry_s=120.0) as con:
-        tables = {r[0] for r in con.execute("select table_name from duckdb_tables()").fetchall()}
-        if "review_decisions" not in tables:
+        ((present,),) = con.execute(load_sql("suggest/select_has_decisions")).fetchall()
+        if not present:
             return []
         return fetch_table(con, "suggest/select_accepted_changes", {}).to_pylist()

@@ -299,27 +299,38 @@ class LogWriter(EventLog):
                 log.error("logwriter: %d events spilled to %s", len(batch), self.spilled)
 
 
+def event_tables(rows: dict[str, list[dict[str, Any]]]) -> tuple[pa.Table, pa.Table]:
+    """(search events, click events) as tables of their schemas, from rows by kind."""
+    return (
+        pa.Table.from_pylist(rows.get("search", []), schema=SEARCH_EVENT),
+        pa.Table.from_pylist(rows.get("click", []), schema=CLICK_EVENT),
+    )
+
+
 def _tables(batch: list[_Event]) -> tuple[pa.Table, pa.Table]:
     rows: dict[str, list[dict[str, Any]]] = {"search": [], "click": []}
     for e in batch:
         rows[e.kind].append(e.row)
-    return (
-        pa.Table.from_pylist(rows["search"], schema=SEARCH_EVENT),
-        pa.Table.from_pylist(rows["click"], schema=CLICK_EVENT),
-    )
+    return event_tables(rows)
+
+
+def event_line(kind: str, row: dict[str, Any]) -> str:
+    """One event as a JSONL line (newline included), as ``parse_event_line`` and
+    ``kbflow logs import`` read it: spill files and serving processes' spools."""
+    return json.dumps({"type": kind, **row}, ensure_ascii=False, default=str) + "\n"
 
 
 def _spill(path: Path, batch: list[_Event]) -> Path:
     out = path.with_name(f"{path.name}.spill-{os.getpid()}-{secrets.token_hex(3)}.jsonl")
     with open(out, "w", encoding="utf-8") as fh:
         for e in batch:
-            fh.write(json.dumps({"type": e.kind, **e.row}, ensure_ascii=False, default=str) + "\n")
+            fh.write(event_line(e.kind, e.row))
         fh.flush()
         os.fsync(fh.fileno())
     return out
 
 
-def _parse_line(n: int, line: str) -> tuple[str, dict[str, Any]]:
+def parse_event_line(n: int, line: str) -> tuple[str, dict[str, Any]]:
     try:
         obj = json.loads(line)
     except json.JSONDecodeError as exc:
@@ -365,7 +376,7 @@ def import_events(path_jsonl: Path, logs_path: Path, batch_size: int = 100_000) 
             if not line.strip():
                 continue
             lines += 1
-            kind, row = _parse_line(n, line)
+            kind, row = parse_event_line(n, line)
             rows[kind].append(row)
     with connect_logs(logs_path, retry_s=30.0) as con:
         for i in range(0, max(len(rows["search"]), len(rows["click"]), 1), batch_size):

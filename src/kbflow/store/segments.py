@@ -24,9 +24,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
-import secrets
-from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -37,6 +34,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from kbflow.errors import ConfigError
+from kbflow.store.home import atomic_write_bytes
 from kbflow.store.sql import load_sql
 
 log = logging.getLogger(__name__)
@@ -95,21 +93,12 @@ def write_segments(location: str, stem: str, tables: dict[str, pa.Table]) -> lis
 def _write_atomic(location: str, path: str, table: pa.Table) -> None:
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd")
-    data = buf.getvalue()
     if is_url(location):
-        filesystem(location).pipe_file(path, data)  # one PUT: whole or nothing
+        filesystem(location).pipe_file(path, buf.getvalue())  # one PUT: whole or nothing
         return
     target = _local(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp-{secrets.token_hex(4)}")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write_bytes(target, buf.getvalue())
 
 
 def segment_files(
@@ -153,12 +142,11 @@ def attach_log_views(
     events only) whose day may fall in ``[start, end)``, each event once.
 
     With segments they are temp tables (``sql/logs/``), restricted to the window, read once
-    however many statements use them; clicks are taken from a
-    day before ``start`` on, with no end, since a click may come long after its search. A
-    segment event already stored is left out (an anti-join on the key); segments repeating
-    each other (a spool copied by hand) are deduplicated when a count says there are any.
-    Without segments they are views over the stored tables. Returns the number of segment
-    files read per kind."""
+    however many statements use them; clicks are taken from a day before ``start`` on, with no
+    end, since a click may come long after its search. A segment event already stored is left
+    out (an anti-join on the key); segments repeating each other (a spool copied by hand) are
+    deduplicated when a count says there are any. Without segments they are views over the
+    stored tables. Returns the number of segment files read per kind."""
     counts: dict[str, int] = {}
     if location and is_url(location):
         con.register_filesystem(filesystem(location))
@@ -184,18 +172,19 @@ def attach_log_views(
     return counts
 
 
-def count_segment_events(location: str, kinds: Iterable[str] = KINDS) -> dict[str, int]:
-    """Rows per kind in the segments at ``location`` (duplicates counted as stored)."""
-    out: dict[str, int] = {}
-    for kind in kinds:
+def count_segment_events(location: str) -> dict[str, dict[str, int]]:
+    """Per kind, the segment files at ``location`` and the rows they hold (duplicates counted
+    as stored): ``{"search": {"files": n, "events": n}, "click": {...}}``."""
+    fs = filesystem(location) if is_url(location) else None
+    out: dict[str, dict[str, int]] = {}
+    for kind in KINDS:
         files = segment_files(location, kind)
-        fs = filesystem(location) if is_url(location) else None
-        total = 0
+        events = 0
         for f in files:
             if fs is not None:
                 with fs.open(f, "rb") as fh:
-                    total += pq.ParquetFile(fh).metadata.num_rows
+                    events += pq.ParquetFile(fh).metadata.num_rows
             else:
-                total += pq.ParquetFile(f).metadata.num_rows
-        out[kind] = total
+                events += pq.ParquetFile(f).metadata.num_rows
+        out[kind] = {"files": len(files), "events": events}
     return out

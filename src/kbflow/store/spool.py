@@ -22,14 +22,12 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import json
 import logging
 import os
 import secrets
 import socket
 import threading
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +36,7 @@ import pyarrow as pa
 from kbflow.errors import SourceError
 from kbflow.settings import LogSettings
 from kbflow.store.home import DataHome
-from kbflow.store.logs import CLICK_EVENT, SEARCH_EVENT, EventLog, _parse_line
+from kbflow.store.logs import EventLog, event_line, event_tables, parse_event_line
 from kbflow.store.segments import write_segments
 
 log = logging.getLogger(__name__)
@@ -78,19 +76,17 @@ def read_spool(path: Path) -> tuple[dict[str, pa.Table], bool]:
         if not raw.strip():
             continue
         try:
-            kind, row = _parse_line(n, raw.decode("utf-8"))
+            kind, row = parse_event_line(n, raw.decode("utf-8"))
         except (UnicodeDecodeError, SourceError) as exc:
             raise SourceError(f"spool {path}: {exc}") from exc
         rows[kind].append(row)
-    return {
-        "search": pa.Table.from_pylist(rows["search"], schema=SEARCH_EVENT),
-        "click": pa.Table.from_pylist(rows["click"], schema=CLICK_EVENT),
-    }, torn
+    searches, clicks = event_tables(rows)
+    return {"search": searches, "click": clicks}, torn
 
 
-def roll_spool(path: Path, segments: str, fd: int | None = None) -> RollResult:
+def roll_spool(path: Path, segments: str) -> RollResult:
     """Write the spool at ``path`` as segments under ``segments``, then delete it. The caller
-    holds the spool's flock (``fd``) or the spool is known to be unowned."""
+    holds the spool's flock."""
     tables, torn = read_spool(path)
     if torn:
         log.warning(
@@ -119,7 +115,7 @@ def roll_orphans(spool_dir: Path, segments: str) -> list[RollResult]:
             if not path.exists():
                 continue  # rolled and removed while we waited for the lock
             try:
-                done.append(roll_spool(path, segments, fd))
+                done.append(roll_spool(path, segments))
             except SourceError as exc:
                 bad = path.with_suffix(".bad")
                 os.replace(path, bad)
@@ -168,9 +164,7 @@ class SpoolWriter(EventLog):
         self.roll_interval_s = roll_interval_s
         self.fsync = fsync
         self.written = 0
-        self.rolled = 0
-        self.pid = os.getpid()
-        self._prefix = f"{_host()}-{self.pid}-{secrets.token_hex(3)}"
+        self._prefix = f"{_host()}-{os.getpid()}-{secrets.token_hex(3)}"
         self._seq = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -188,8 +182,7 @@ class SpoolWriter(EventLog):
     def _put(self, kind: str, row: dict[str, Any]) -> None:
         """One line, one ``write``; raises ``OSError`` when the spool cannot be written (disk
         full): the caller must not answer as if the event were kept."""
-        line = json.dumps({"type": kind, **row}, ensure_ascii=False, default=_json_default)
-        data = (line + "\n").encode("utf-8")
+        data = event_line(kind, row).encode("utf-8")
         with self._lock:
             view = memoryview(data)
             while view:  # a regular file takes it in one write; loop for the odd short one
@@ -220,9 +213,7 @@ class SpoolWriter(EventLog):
             old_fd, old_path = self._fd, self._path
             self._fd, self._path = self._open_new()
         try:
-            result = roll_spool(old_path, self.segments, old_fd)
-            self.rolled += result.searches + result.clicks
-            return result
+            return roll_spool(old_path, self.segments)
         finally:
             os.close(old_fd)  # releases its flock: if the roll failed, it is an orphan now
 
@@ -251,8 +242,7 @@ class SpoolWriter(EventLog):
             if os.fstat(fd).st_size == 0:
                 path.unlink(missing_ok=True)
             else:
-                result = roll_spool(path, self.segments, fd)
-                self.rolled += result.searches + result.clicks
+                roll_spool(path, self.segments)
             os.close(fd)
         except Exception as exc:  # noqa: BLE001 - the spool stays for the next start
             log.error("logs: could not roll %s at shutdown (the next start will): %s", path, exc)
@@ -262,12 +252,6 @@ class SpoolWriter(EventLog):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, datetime):
-        return obj.isoformat()
-    return str(obj)
 
 
 def _host() -> str:
