@@ -116,15 +116,17 @@ def generate(logs: Path, searches: int, click_rate: float) -> dict:
 
 def mine(logs: Path, out: Path, segments: Path | None = None) -> dict:
     from kbflow.mining.export import export_week, render_week_report
+    from kbflow.mining.kb import live_kb
     from kbflow.mining.mine import mine_week
     from kbflow.settings import MiningSettings
 
     settings = MiningSettings()
     t0 = time.perf_counter()
     # with the review queue's suggestions, as the weekly flow mines (no live version here:
-    # every qualifying query is suggested)
+    # every qualifying query is suggested, gap topics are grouped by characters)
+    kb = live_kb(logs.parent / "indexes", logs.parent / "runs")
     summary = mine_week(logs, WEEK, settings, segments=str(segments) if segments else None,
-                        indexes_dir=logs.parent / "indexes")  # fmt: skip
+                        kb=kb)  # fmt: skip
     t1 = time.perf_counter()
     export_week(logs, WEEK, out)
     t2 = time.perf_counter()

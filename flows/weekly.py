@@ -28,6 +28,6 @@ def kb_weekly_mining(
     data = DataHome.at(settings.home)
     week = week or default_week(tz=settings.mining.timezone)
     parse_week(week)
-    summary = t.mine(data, week, settings.mining, settings.logs)
+    summary = t.mine(data, week, settings)
     exports = t.export(data, week)
     return t.report(data, week, {**summary, "exports": exports})

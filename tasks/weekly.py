@@ -14,10 +14,11 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 from prefect.cache_policies import NO_CACHE
 
 from kbflow.mining.export import export_week, render_week_report
+from kbflow.mining.kb import live_kb
 from kbflow.mining.mine import mine_week
 from kbflow.mining.tables import read_week_tables
 from kbflow.report.weekly import weekly_markdown
-from kbflow.settings import LogSettings, MiningSettings
+from kbflow.settings import Settings
 from kbflow.store.home import DataHome
 from kbflow.store.logs import LogLockedError
 from kbflow.store.spool import log_places, roll_orphans
@@ -45,18 +46,22 @@ def _week_dir(home: DataHome, week: str) -> Any:
     retry_condition_fn=_retry_on_lock,
     timeout_seconds=3600,
 )
-def mine(home: DataHome, week: str, settings: MiningSettings, logs: LogSettings) -> dict[str, Any]:
-    spool, segments = log_places(home.root, logs)
+def mine(home: DataHome, week: str, settings: Settings) -> dict[str, Any]:
+    spool, segments = log_places(home.root, settings.logs)
     rolled = roll_orphans(spool, segments)  # this host's spools of dead serving processes
     if rolled:
         get_run_logger().info("mine: rolled %d orphaned spool files into segments", len(rolled))
-    summary = mine_week(home.logs_path, week, settings, segments=segments, indexes_dir=home.indexes)
+    kb = live_kb(home.indexes, home.runs, settings.embed, settings.review.expiring_days)
+    summary = mine_week(home.logs_path, week, settings.mining, segments=segments, kb=kb)
     get_run_logger().info(
-        "mine: %s: %d queries, %d flagged answers, %d gap clusters, alerts: %s",
+        "mine: %s: %d queries, %d flagged answers, %d gap clusters (by %s), %s suggestions, "
+        "alerts: %s",
         week,
         summary["metrics"]["n_queries"],
         summary["flagged_answers"],
         summary["gap_clusters"],
+        summary["gap_clustering"],
+        summary["suggestions"],
         ", ".join(summary["alerts"]) or "none",
     )
     return summary

@@ -4,7 +4,8 @@
 -- inputs:  gap_events (create_gap_events), staged_gap_assignments (query, cluster_id);
 --          $start_at, $end_at, $week, $n_samples, $mined_at
 -- output:  rows for review_kb_gaps
--- grain:   one row per cluster
+-- grain:   one row per cluster; cluster_id -1 ("other") holds the queries that formed no topic
+--          with another, listed last
 -- key:     cluster_id
 with gaps as (
     select * from gap_events($start_at, $end_at)
@@ -65,7 +66,7 @@ final as (
     select
         $week as week,
         c.cluster_id::integer as cluster_id,
-        e.label,
+        case when c.cluster_id < 0 then 'other (其他)' else e.label end as label,
         c.size,
         e.n_distinct_queries,
         c.n_users,
@@ -80,7 +81,7 @@ final as (
     from per_cluster as c
     inner join examples as e using (cluster_id)
     left join nearest as n using (cluster_id)
-    order by c.size desc, c.cluster_id
+    order by c.cluster_id < 0, c.size desc, c.cluster_id
 )
 
 select * from final

@@ -2,7 +2,8 @@
 --          (one row per suggestion and week, with its evidence and impact) and the reviewers'
 --          decisions on them (append-only: a decision is never updated or deleted).
 -- inputs:  none
--- output:  tables review_suggestions, review_decisions (created if missing)
+-- output:  tables review_suggestions, review_decisions (created if missing; columns added since
+--          the first release are added to older files)
 -- grain:   review_suggestions: one row per (week, suggestion_id); review_decisions: one row per
 --          decision taken (a suggestion may be decided again: the latest decision counts).
 create table if not exists review_suggestions (
@@ -20,8 +21,15 @@ create table if not exists review_suggestions (
     example_queries varchar[],
     score_gap double,
     impact bigint not null,
-    mined_at timestamptz not null
+    mined_at timestamptz not null,
+    category varchar,
+    detail varchar
 );
+
+-- category: the entry's category; detail: kind-specific evidence as JSON text (scores, answers
+-- side by side, the nearest entry of a gap, expiry dates)
+alter table review_suggestions add column if not exists category varchar;
+alter table review_suggestions add column if not exists detail varchar;
 
 create table if not exists review_decisions (
     decision_id varchar not null,

@@ -1,6 +1,8 @@
 -- purpose: write one week's suggestions into review_suggestions, leaving out those a reviewer
 --          accepted, edited or rejected in an earlier week's queue unless their evidence
---          (distinct sessions) has grown past $resurface_factor times what it was when decided;
+--          (distinct sessions) has grown past $resurface_factor times what it was when decided
+--          (at least one session: a KB-side suggestion decided with none comes back once users
+--          meet it);
 --          deferred ones return, and a rerun of the week decided in keeps its rows.
 -- inputs:  staged_review_suggestions (review_suggestions columns), review_decisions;
 --          $resurface_factor
@@ -22,7 +24,7 @@ final as (
             d.suggestion_id = s.suggestion_id
             and d.week < s.week
             and d.decision in ('accept', 'edit', 'reject')
-            and s.n_sessions < d.evidence_sessions * $resurface_factor
+            and s.n_sessions < greatest(d.evidence_sessions, 1) * $resurface_factor
     )
 )
 

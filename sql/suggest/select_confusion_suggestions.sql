@@ -3,6 +3,7 @@
 --          ("add as a similar question of the clicked entry", and tell the two apart), when
 --          seen in at least $min_sessions distinct sessions.
 -- inputs:  search_log, click_log (the log views); norm_query (create_norm_query);
+--          staged_entry_questions (the live version's entries);
 --          $start_at, $end_at, $week, $min_sessions, $n_samples, $max_score_gap, $mined_at
 -- output:  rows for review_suggestions, kind 'confusion'
 -- grain:   one row per (folded query, clicked entry, entry ranked first)
@@ -57,9 +58,17 @@ final as (
         queries[1:$n_samples] as example_queries,
         score_gap,
         n_sessions as impact,
-        $mined_at as mined_at
+        $mined_at as mined_at,
+        null::varchar as category,
+        null::varchar as detail
     from per_pair
-    where n_sessions >= $min_sessions
+    where
+        n_sessions >= $min_sessions
+        -- the clicked entry is live (when the live version is known)
+        and (
+            not exists (select 1 from staged_entry_questions)
+            or entry_id in (select entry_id from staged_entry_questions)
+        )
     order by n_sessions desc, entry_id, top_entry_id, norm
 )
 

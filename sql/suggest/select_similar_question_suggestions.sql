@@ -1,7 +1,7 @@
 -- purpose: "add as a similar question of E" suggestions of one week: a query (folded by
 --          norm_query, so near copies are one) whose users clicked entry E in at least
 --          $min_sessions distinct sessions, and that is not already E's title or one of its
---          similar questions in the live version.
+--          similar questions in the live version (of an entry that is live, when one is).
 -- inputs:  search_log, click_log (the log views, kbflow.store.segments.attach_log_views);
 --          staged_entry_questions (entry_id, question: the live version's titles and similar
 --          questions); norm_query (create_norm_query); $start_at, $end_at, $week,
@@ -76,7 +76,9 @@ final as (
         e.example_queries,
         null::double as score_gap,
         p.n_sessions as impact,
-        $mined_at as mined_at
+        $mined_at as mined_at,
+        null::varchar as category,
+        null::varchar as detail
     from per_pair as p
     inner join examples as e on e.norm = p.norm and e.entry_id = p.entry_id
     inner join asked as a on a.norm = p.norm
@@ -84,6 +86,11 @@ final as (
         p.n_sessions >= $min_sessions
         and not exists (
             select 1 from known as k where k.entry_id = p.entry_id and k.norm = p.norm
+        )
+        -- the entry is live (an entry since dropped, stale or deleted, takes no question)
+        and (
+            not exists (select 1 from known)
+            or exists (select 1 from known as k where k.entry_id = p.entry_id)
         )
     order by p.n_sessions desc, p.entry_id, p.norm
 )

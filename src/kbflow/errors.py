@@ -20,6 +20,15 @@ class ConfigError(KbflowError):
     """Settings are inconsistent or point at something that does not exist."""
 
 
+class UnknownSuggestion(ConfigError):
+    """No suggestion in the review queue has this id (or a prefix matches several)."""
+
+
+class DecisionConflict(KbflowError):
+    """A decision that would contradict the queue: the suggestion is already accepted, edited
+    or rejected, or this very decision (its id) was recorded before (a double submit)."""
+
+
 class SourceError(KbflowError):
     """The export source cannot be read (missing path, unsupported format, unsafe file)."""
 

@@ -291,6 +291,9 @@ class ReviewSettings(BaseModel):
     """The review stage: semantic near-duplicates and contradicting answers (``kbflow.review``)."""
 
     enabled: bool = True
+    expiring_days: int = Field(14, ge=0)
+    """The weekly review queue lists entries whose ``expires_at`` falls within this many days
+    after the mined week (``kind = expiring``)."""
     apply_accepted: bool = True
     """Add the similar questions reviewers accepted (``kbflow review``) to the run's entries
     before chunking: the overlay (``kbflow.chunk.overlay``), recorded per run and in the
@@ -382,6 +385,14 @@ class MiningSettings(BaseModel):
     """Jaccard similarity of character-bigram sets above which two gap queries are one topic."""
     num_perm: int = Field(128, ge=16)
     max_gap_queries: int = Field(50_000, ge=1)
+    """Distinct gap queries clustered by characters (without the version's encoder)."""
+    min_topic_events: int = Field(2, ge=1)
+    """A gap query that groups with no other is a topic of its own only when asked in at least
+    this many gap searches; otherwise it goes to the "other" cluster."""
+    gap_vector_queries: int = Field(1_000, ge=1)
+    """The most frequent distinct gap queries embedded with the live version's query encoder
+    and clustered by meaning (``kbflow.mining.cluster``); the rest are counted as unclustered.
+    1,000 short queries take about 10 s with multilingual-e5-small on 2 busy cores."""
     duckdb_memory_limit: str = "3GB"
     duckdb_threads: int | None = None
     suggest_min_sessions: int = Field(2, ge=1)

@@ -138,6 +138,25 @@ def test_flow_creates_artifacts(mined: dict):
     assert got["kb-weekly-kb-gaps"].type == "table"
 
 
+def test_the_queue_holds_every_kind_the_sample_gives(home: Path, mined: dict):
+    """On the sample: gap topics grouped by the version's own encoder, the review stage's
+    duplicate pairs and its contradiction with both answers side by side."""
+    from kbflow.mining.suggest import review_queue
+
+    assert mined["gap_clustering"] == "vectors"
+    queue = review_queue(home / "logs.duckdb")
+    kinds = {r["kind"] for r in queue}
+    assert {"gap", "duplicate", "contradiction"} <= kinds, kinds
+    assert kinds & {"similar_question", "confusion"}, kinds
+    con = next(r for r in queue if r["kind"] == "contradiction")
+    detail = json.loads(con["detail"])
+    assert detail["a"]["answer"] and detail["b"]["answer"] and detail["facts"]
+    assert all(r["category"] for r in queue if r["kind"] in ("duplicate", "contradiction"))
+    (other,) = q(home, "select count(*) from review_kb_gaps where week = ? and cluster_id < 0",
+                 WEEK)  # fmt: skip
+    assert other == (1,)  # queries asked once, alone, are one "other" row, not topics
+
+
 def test_rerun_replaces_the_week(home: Path, mined: dict):
     before = q(home, "select count(*) from review_low_click_answers where week = ?", WEEK)
     again = kb_weekly_mining(week=WEEK, home=str(home))
@@ -151,6 +170,7 @@ def test_accepted_suggestions_reach_the_next_nightly_as_an_overlay(home: Path, m
     nightly adds them to the index (recorded per run and in the manifest) and the accepted
     wording now finds its entry first."""
     from kbflow.mining.suggest import decide, review_queue
+    from kbflow.store.decisions import QUESTION_KINDS
     from kbflow.store.versions import read_manifest
 
     assert mined["suggestions"] and mined["suggestions"] > 0
@@ -158,7 +178,8 @@ def test_accepted_suggestions_reach_the_next_nightly_as_an_overlay(home: Path, m
     assert len(queue) == mined["suggestions"]
     for s in queue:
         decide(home / "logs.duckdb", s["suggestion_id"], "accept", "test-reviewer")
-    accepted = {(s["entry_id"], s["text"]) for s in queue}
+    # only new wordings of an entry go into the overlay; the other kinds are for the source
+    accepted = {(s["entry_id"], s["text"]) for s in queue if s["kind"] in QUESTION_KINDS}
     again = kb_nightly(source=str(ZH / "export"), run_date=RUN_DATE, home=str(home))
     assert again["status"] == "published", again
     manifest = read_manifest(home / "indexes" / again["version"])

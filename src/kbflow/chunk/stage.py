@@ -21,7 +21,7 @@ from kbflow.contracts import (
 from kbflow.results import Chunked
 from kbflow.runner import run_stage
 from kbflow.settings import Settings
-from kbflow.store.decisions import accepted_changes
+from kbflow.store.decisions import QUESTION_KINDS, accepted_changes
 from kbflow.store.home import DataHome
 
 
@@ -30,7 +30,9 @@ def chunk_stage(home: DataHome, run_id: str, settings: Settings) -> Chunked:
         entries = read_table(home.stage_dir(run_id, "clean") / "entries.parquet", CLEAN_ENTRY)
         overlay = {"applied": 0, "retired": 0, "dropped": 0}
         if settings.review.apply_accepted:
-            entries, overlay, rows = apply_overlay(entries, accepted_changes(home.logs_path))
+            entries, overlay, rows = apply_overlay(
+                entries, accepted_changes(home.logs_path, QUESTION_KINDS)
+            )
             if rows:
                 write_table(
                     pa.Table.from_pylist(rows, OVERLAY_ROW), folder / "overlay.parquet", OVERLAY_ROW

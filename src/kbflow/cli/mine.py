@@ -86,13 +86,27 @@ def add_commands(
         help="write a week of SIMULATED searches and clicks (real searches on the live index)",
         description="SIMULATED logs for demos: runs the golden queries and paraphrases of them "
         "through the live index, with a click model (relevance, position bias, abandoned "
-        "sessions), and logs them with timestamps inside the week. Session and user ids "
+        "sessions), and logs them with timestamps inside the week. With --split, every query "
+        "of that split of --golden is instead asked as written, as one week of real traffic: "
+        "each in 1 to 5 sessions (a seeded draw, P(k) proportional to 1/k^1.5), each session "
+        "its own user, and users click the right entry only when it is in their top 3 "
+        "(probability 1.0, 0.6, 0.35 by rank), never another one. Session and user ids "
         "start with sim-.",
         epilog=EPILOG,
     )
     home_arg(p)
     _week_arg(p, "default the last complete week")
-    p.add_argument("--sessions", type=int, default=200, metavar="N", help="sessions (default 200)")
+    p.add_argument(
+        "--sessions",
+        type=int,
+        metavar="N",
+        help="sessions of random golden queries (default 200; not with --split)",
+    )
+    p.add_argument(
+        "--split",
+        metavar="NAME",
+        help="ask each query of this split of --golden (e.g. valid) in 1-5 sessions instead",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument(
         "--golden",
@@ -101,6 +115,7 @@ def add_commands(
         metavar="FILE",
         help="golden JSONL to draw queries from (default: the bundled Chinese sample's)",
     )
+    p.add_argument("--json", action="store_true", help="print the counts as JSON")
     command_table["simulate-logs"] = cmd_simulate_logs
 
 
@@ -193,7 +208,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
 def cmd_simulate_logs(args: argparse.Namespace) -> int:
     from kbflow.cli.search import searcher_for
     from kbflow.errors import ConfigError
-    from kbflow.mining.simulate import simulate_week
+    from kbflow.mining.simulate import simulate_split_traffic, simulate_week
     from kbflow.mining.weeks import default_week, parse_week
     from kbflow.store.golden import load_golden
     from kbflow.store.logs import LogWriter
@@ -201,6 +216,8 @@ def cmd_simulate_logs(args: argparse.Namespace) -> int:
     home = resolve_home(args.home)
     week = args.week or default_week()
     parse_week(week)
+    if args.split is not None and args.sessions is not None:
+        raise ConfigError("--sessions and --split do not go together: --split asks every query")
     if not args.golden.is_file():
         hint = (
             " (the bundled sample is only in a checkout of kbflow: give --golden FILE)"
@@ -208,14 +225,28 @@ def cmd_simulate_logs(args: argparse.Namespace) -> int:
             else ""
         )
         raise ConfigError(f"no golden file {args.golden}{hint}")
+    golden = load_golden(args.golden, args.split)
     searcher = searcher_for(home)
     logs = DataHome(home).logs_path
+    got: dict[str, Any]
     with LogWriter(logs, batch_size=1000, flush_s=5.0) as writer:
-        got = simulate_week(
-            searcher, writer, load_golden(args.golden), week, args.sessions, args.seed
+        if args.split is not None:
+            got = dict(simulate_split_traffic(searcher, writer, golden, week, seed=args.seed))
+        else:
+            sessions = 200 if args.sessions is None else args.sessions
+            got = simulate_week(searcher, writer, golden, week, sessions, args.seed)
+    got = {"week": week, "logs": str(logs), **got}
+    if args.json:
+        print_json(got)
+    elif args.split is not None:
+        print(
+            f"SIMULATED week {week}: the {got['queries']} {args.split} queries in "
+            f"{got['sessions']} sessions, {got['clicks']} clicks; {got['repeated']} asked in 2+ "
+            f"sessions, {got['clicked_in_2_sessions']} clicked in 2+ -> {logs}"
         )
-    print(
-        f"SIMULATED week {week}: {got['sessions']} sessions, {got['searches']} searches, "
-        f"{got['clicks']} clicks -> {logs}"
-    )
+    else:
+        print(
+            f"SIMULATED week {week}: {got['sessions']} sessions, {got['searches']} searches, "
+            f"{got['clicks']} clicks -> {logs}"
+        )
     return 0

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import pyarrow as pa
 
 from kbflow.mining.cluster import assign_gap_clusters
-from kbflow.mining.suggest import compute_suggestions, entry_questions, write_suggestions
+from kbflow.mining.kb import LiveKb
+from kbflow.mining.suggest import compute_suggestions, write_suggestions
 from kbflow.mining.tables import _plain, write_week_tables
 from kbflow.mining.weeks import parse_week, previous_week, week_bounds
 from kbflow.settings import MiningSettings
@@ -30,14 +30,16 @@ def compute_week(
     settings: MiningSettings,
     mined_at: datetime | None = None,
     segments: str | None = None,
-    questions: pa.Table | None = None,
+    kb: LiveKb | None = None,
 ) -> dict[str, Any]:
     """Compute one week's review rows from the log on ``con`` (``logs.duckdb``) and the Parquet
-    segments at ``segments`` (None: ``logs.duckdb`` alone); with ``questions`` (the live
-    version's, ``suggest.entry_questions``) also the week's suggestions for the review queue.
+    segments at ``segments`` (None: ``logs.duckdb`` alone); with ``kb`` (the live version,
+    ``kbflow.mining.kb.live_kb``) gap queries are grouped by meaning with its encoder, and the
+    week's suggestions for the review queue are computed.
 
     Returns ``{"low_click_answers": Table, "kb_gaps": Table, "weekly_metrics": Table,
-    "unclustered": int, "suggestions": Table | None}``; writes nothing."""
+    "unclustered": int, "gap_clustering": str, "suggestions": Table | None}``; writes
+    nothing."""
     start, end = week_bounds(week, settings.timezone)
     prev_start, prev_end = week_bounds(previous_week(week), settings.timezone)
     mined_at = mined_at or datetime.now(UTC)
@@ -61,7 +63,12 @@ def compute_week(
     )
     con.execute(load_sql("mining/create_gap_events"))  # the gap_events macro both read
     gap_queries = fetch_table(con, "mining/select_gap_queries", window)
-    assignments, unclustered = assign_gap_clusters(gap_queries, settings)
+    assignments, unclustered, method = assign_gap_clusters(
+        gap_queries,
+        settings,
+        kb.encode if kb is not None else None,
+        kb.query_threshold if kb is not None else None,
+    )
     with staged(con, "staged_gap_assignments", assignments):
         gaps = fetch_table(
             con,
@@ -86,13 +93,16 @@ def compute_week(
         },
     )
     suggestions = None
-    if questions is not None:
-        suggestions = compute_suggestions(con, week, start, end, settings, questions, mined_at)
+    if kb is not None:
+        suggestions = compute_suggestions(
+            con, week, start, end, settings, kb, mined_at, answers, gaps
+        )
     return {
         "low_click_answers": answers,
         "kb_gaps": gaps,
         "weekly_metrics": metrics,
         "unclustered": unclustered,
+        "gap_clustering": method,
         "suggestions": suggestions,
     }
 
@@ -110,20 +120,19 @@ def mine_week(
     settings: MiningSettings | None = None,
     mined_at: datetime | None = None,
     segments: str | None = None,
-    indexes_dir: Path | None = None,
+    kb: LiveKb | None = None,
 ) -> dict[str, Any]:
     """Mine ``week`` of the log (``logs.duckdb`` and the segments at ``segments``) into its
-    review tables in ``logs.duckdb`` (rerun-safe: replaces the week). With ``indexes_dir`` (the
-    data home's ``indexes/``), also the week's suggestions for the review queue
-    (``kbflow.mining.suggest``), checked against the live version's questions.
+    review tables in ``logs.duckdb`` (rerun-safe: replaces the week). With ``kb`` (the live
+    version, ``kbflow.mining.kb.live_kb``), gap topics by meaning and the week's suggestions
+    for the review queue (``kbflow.mining.suggest``).
 
     Returns a small summary: week, row counts, flagged answers, clusters, the metrics row and
     the alert names raised. Raises ``ConfigError`` for a malformed week."""
     settings = settings or MiningSettings()
     parse_week(week)
-    questions = entry_questions(indexes_dir) if indexes_dir is not None else None
     with connect_logs(logs_path, retry_s=60.0, config=_config(settings)) as con:
-        tables = compute_week(con, week, settings, mined_at, segments, questions)
+        tables = compute_week(con, week, settings, mined_at, segments, kb)
         write_week_tables(con, week, tables)
         suggested = None
         if tables["suggestions"] is not None:
@@ -136,6 +145,7 @@ def mine_week(
         "flagged_answers": sum(1 for f in answers.column("flagged").to_pylist() if f),
         "gap_clusters": tables["kb_gaps"].num_rows,
         "unclustered_queries": tables["unclustered"],
+        "gap_clustering": tables["gap_clustering"],
         "metrics": metrics,
         "alerts": alerts_of(metrics),
         "suggestions": suggested,

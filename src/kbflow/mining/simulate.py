@@ -8,6 +8,11 @@ often (position bias), and some sessions abandon without clicking. Events go thr
 ``LogWriter`` with timestamps inside the week. Every simulated session and user id starts with
 ``sim-`` so simulated rows can never be mistaken for real ones.
 
+``simulate_split_traffic`` turns one split of a golden file into one week of traffic, for the
+review loop's measurement (``bench/bench_review_loop.py``): each query asked as it is written, in
+1 to 5 sessions of its own users (a skewed draw: real traffic repeats its popular questions),
+and users who click the right entry when it is shown in their top 3, never anything else.
+
 ``synthesize_events`` is the scale path (benchmarks): it samples events from a pool of search
 results (real ones, or made up) with numpy, without searching, as Arrow batches.
 """
@@ -19,7 +24,7 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import pyarrow as pa
@@ -135,6 +140,124 @@ def simulate_week(
         n_click,
     )
     return {"sessions": sessions, "searches": n_search, "clicks": n_click}
+
+
+#: The split traffic's click model: the right entry (any expected entry) is clicked when it is
+#: shown at rank 1, 2 or 3 with probability 1.0, 0.6, 0.35 (position bias: users read from the
+#: top, and a right answer lower down is often missed); any other entry, a result past rank 3
+#: and a hand-off (no answers shown) never. No session abandons on purpose.
+TOP3_CLICK_MODEL = ClickModel(
+    position_bias=(1.0, 0.6, 0.35), p_relevant=1.0, p_irrelevant=0.0, p_abandon=0.0
+)
+
+
+class SplitTraffic(TypedDict):
+    """Counts of one simulated week of split traffic (``simulate_split_traffic``)."""
+
+    queries: int
+    """golden queries asked (each in at least one session)"""
+    out_of_scope: int
+    """of those, queries with no expected entry (they never click)"""
+    sessions: int
+    """= searches: one search per session, one session per simulated user"""
+    clicks: int
+    repeated: int
+    """queries asked in 2 or more sessions"""
+    clicked_in_2_sessions: int
+    """queries whose right entry (one and the same) was clicked in 2 or more sessions: the
+    evidence the default suggestion rule (``mining.suggest_min_sessions`` = 2) needs"""
+    handoffs: int
+    """searches answered with a hand-off (nothing shown, nothing clicked)"""
+    sessions_per_query: dict[int, int]
+    """how many queries were asked in k sessions, for k = 1 .. ``max_sessions``"""
+
+
+def session_weights(max_sessions: int = 5, skew: float = 1.5) -> list[float]:
+    """P(a query is asked in k sessions), k = 1 .. ``max_sessions``, proportional to
+    ``1 / k**skew``: at the defaults 0.568, 0.201, 0.109, 0.071, 0.051 (mean 1.84 sessions; 43%
+    of queries asked more than once), a Zipf-like tail as in real search logs, where a few
+    questions are asked again and again and most once."""
+    if max_sessions < 1:
+        raise ValueError("max_sessions must be at least 1")
+    raw = [1.0 / k**skew for k in range(1, max_sessions + 1)]
+    return [w / sum(raw) for w in raw]
+
+
+def simulate_split_traffic(
+    searcher: Any,
+    writer: LogWriter,
+    queries: list[GoldenQuery],
+    week: str,
+    seed: int = 0,
+    click_model: ClickModel = TOP3_CLICK_MODEL,
+    max_sessions: int = 5,
+    skew: float = 1.5,
+    tz: str = "Asia/Shanghai",
+) -> SplitTraffic:
+    """One week of SIMULATED traffic made of ``queries`` (a split of a golden file): each query,
+    as written, is asked in k distinct sessions, k drawn per query from ``session_weights``
+    (``max_sessions``, ``skew``); each session is its own user (ids ``sim-...``), one real search
+    through ``searcher`` (a ``kbflow.search.Searcher``, top ``search.default_k`` results) at a
+    uniform time inside ``week`` (``tz``), logged with ``writer``. Clicks follow
+    ``click_model`` with the query's expected entries as the relevant ones (by default
+    ``TOP3_CLICK_MODEL``: the right entry in the top 3, position-biased, never another entry);
+    out-of-scope queries (no expected entry) and hand-offs never click. Deterministic in
+    ``seed`` (the draws and the clicks; latencies are measured). Returns the counts.
+    ``ValueError`` when ``queries`` is empty."""
+    if not queries:
+        raise ValueError("no golden queries to simulate from")
+    weights = session_weights(max_sessions, skew)
+    rng = random.Random(seed)
+    start, end = week_bounds(week, tz)
+    span = (end - start).total_seconds()
+    per_k = dict.fromkeys(range(1, max_sessions + 1), 0)
+    n_session = n_click = n_repeated = n_evidence = n_handoff = n_oos = 0
+    for i, q in enumerate(queries):
+        k = rng.choices(range(1, max_sessions + 1), weights)[0]
+        per_k[k] += 1
+        n_repeated += k >= 2
+        n_oos += not q.expected
+        clicked: dict[str, int] = {}
+        for j in range(k):
+            session = f"{SIM_PREFIX}{week}-q{i:06d}-s{j}"
+            user = f"{SIM_PREFIX}user-{week}-q{i:06d}-s{j}"
+            # 10 minutes of room at the end so a session never crosses into next week
+            ts = start + timedelta(seconds=rng.uniform(0, span - 600))
+            res = searcher.search(q.query)
+            qid = writer.log_search(res, session, user, ts)
+            n_session += 1
+            n_handoff += bool(res.handoff)
+            if res.handoff or not q.expected:
+                continue
+            ids = [h.entry_id for h in res.results]
+            for pos in click_model.clicks(ids, set(q.expected), rng):
+                writer.log_click(
+                    qid, ids[pos], pos + 1, session, user, ts + timedelta(seconds=3 + pos)
+                )
+                clicked[ids[pos]] = clicked.get(ids[pos], 0) + 1
+                n_click += 1
+        n_evidence += max(clicked.values(), default=0) >= 2
+    log.info(
+        "simulate: week %s, %d split queries (%d out of scope) in %d sessions, %d clicks; "
+        "%d asked twice or more, %d with a click in 2+ sessions (SIMULATED)",
+        week,
+        len(queries),
+        n_oos,
+        n_session,
+        n_click,
+        n_repeated,
+        n_evidence,
+    )
+    return {
+        "queries": len(queries),
+        "out_of_scope": n_oos,
+        "sessions": n_session,
+        "clicks": n_click,
+        "repeated": n_repeated,
+        "clicked_in_2_sessions": n_evidence,
+        "handoffs": n_handoff,
+        "sessions_per_query": per_k,
+    }
 
 
 def synthesize_events(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
@@ -259,8 +260,13 @@ def test_export_is_excel_safe_and_parquet_round_trips(logs: Path, tmp_path: Path
         for x in ("csv", "parquet")
     }
     with open(out / "kb_gaps.csv", encoding="utf-8-sig", newline="") as fh:
-        labels = [r["label"] for r in csv.DictReader(fh)]
-    assert "'=1+1" in labels and "=1+1" not in labels
+        gaps = list(csv.DictReader(fh))
+    labels = [r["label"] for r in gaps]
+    # "=1+1" was asked alone: it is one of the "other" row's examples, a JSON list cell
+    other = next(r for r in gaps if r["cluster_id"] == "-1")
+    assert "=1+1" in json.loads(other["example_queries"])
+    text = [r[k] for r in gaps for k in ("label", "example_queries", "nearest_entry_id")]
+    assert not any(c[:1] in "=+-@" for c in text if c)
     assert pq.read_table(out / "kb_gaps.parquet").num_rows == len(labels)
     assert excel_safe("-2+3") == "'-2+3" and excel_safe("@SUM(A1)") == "'@SUM(A1)"
     assert excel_safe(-2) == "-2" and excel_safe("退款") == "退款"

@@ -5,16 +5,31 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import duckdb
+import numpy as np
+import pyarrow as pa
 import pytest
 
-from kbflow.errors import ConfigError
+from kbflow.contracts import table_from_rows
+from kbflow.errors import ConfigError, DecisionConflict, UnknownSuggestion
+from kbflow.mining.cluster import OTHER, assign_gap_clusters
+from kbflow.mining.kb import (
+    CONTRADICTIONS,
+    DUPLICATE_PAIRS,
+    KB_ENTRIES,
+    STALE_ENTRIES,
+    LiveKb,
+    live_kb,
+)
 from kbflow.mining.mine import mine_week
-from kbflow.mining.suggest import decide, export_patch, review_queue
+from kbflow.mining.suggest import decide, export_patch, patch_rows, review_queue
 from kbflow.publish.pointer import publish_version
 from kbflow.settings import MiningSettings
+from kbflow.store.decisions import QUESTION_KINDS, accepted_changes
 from kbflow.store.spool import SpoolWriter
 
 from ..helpers import tiny_version
@@ -72,8 +87,9 @@ def home(tmp_path: Path) -> Path:
 
 
 def mine(home: Path, week: str) -> dict:
+    kb = live_kb(home / "indexes", home / "runs")
     return mine_week(home / "logs.duckdb", week, MiningSettings(), segments=str(home / "logs" /
-                     "segments"), indexes_dir=home / "indexes")  # fmt: skip
+                     "segments"), kb=kb)  # fmt: skip
 
 
 def week47(home: Path, scale: int = 1) -> None:
@@ -185,3 +201,151 @@ def test_review_cli_lists_decides_by_prefix_and_exports(home: Path, tmp_path: Pa
     assert "1 accepted changes" in capsys.readouterr().out and out.is_file()
     assert main(["review", "list", "--home", str(home), "--open"]) == 0
     assert "confusion" in capsys.readouterr().out
+
+
+def live(home: Path, **tables) -> LiveKb:
+    """The live version as ``live_kb`` reads it, with the run's KB-side tables given here
+    (tiny_version has no run folder)."""
+    base = live_kb(home / "indexes", home / "runs")
+    entries = table_from_rows(
+        [
+            {"entry_id": "refund-time", "title": "How long does a refund take?",
+             "answer": "Refunds reach your card within 5-7 business days.", "category": "billing",
+             "expires_at": "2026-11-30"},
+            {"entry_id": "coupon", "title": "Why can't I use my coupon?",
+             "answer": "Coupons expire after 30 days.", "category": "promo",
+             "expires_at": "2027-01-01"},
+            {"entry_id": "invoice", "title": "How do I get an invoice?",
+             "answer": "Invoices can be reissued within 15 days.", "category": "billing",
+             "expires_at": None},
+        ],
+        KB_ENTRIES,
+    )  # fmt: skip
+    return replace(base, entries=entries, **tables)
+
+
+def test_gap_low_click_and_kb_side_kinds(home: Path):
+    t = Traffic(home)
+    top = ["refund-time"]
+    # a topic the KB cannot answer (low scores, no click), in two wordings, three sessions
+    t.ask("can my cat fly with me", ["invoice"], [0.2], sessions=2)
+    t.ask("can my cat fly with me?!", ["invoice"], [0.2], sessions=1)
+    t.ask("asked once only", ["invoice"], [0.2], sessions=1)  # no topic: "other"
+    # refund-time shown 24 times, clicked twice: a low-click answer (and an expiring entry)
+    t.ask("refund status", top[:1], [0.8], sessions=22)
+    t.ask("refund status", top[:1], [0.8], click="refund-time", sessions=2)
+    # an entry the live version dropped as stale, still the top answer of an old version
+    t.ask("summer sale", ["old-promo", "coupon"], [0.9, 0.3], click="old-promo", sessions=2)
+    t.close()
+    kb = live(
+        home,
+        stale=table_from_rows(
+            [{"entry_id": "old-promo", "title": "Summer sale 2026", "reason": "expired",
+              "stale_since": "2026-09-01"}], STALE_ENTRIES),
+        duplicates=table_from_rows(
+            [{"entry_id": "x", "entry_a": "coupon", "entry_b": "invoice", "score": 0.95,
+              "matched_a": "coupon", "matched_b": "invoice"},
+             {"entry_a": "refund-time", "entry_b": "invoice", "score": 0.93}], DUPLICATE_PAIRS),
+        contradictions=table_from_rows(
+            [{"entry_a": "coupon", "entry_b": "invoice", "similarity": 0.95, "fact_kind": "duration",
+              "value_a": "30 days", "value_b": "15 days", "evidence_a": "expire after 30 days",
+              "evidence_b": "within 15 days"}], CONTRADICTIONS),
+    )  # fmt: skip
+    summary = mine_week(home / "logs.duckdb", "2026-W47", MiningSettings(),
+                        segments=str(home / "logs" / "segments"), kb=kb)  # fmt: skip
+    queue = review_queue(home / "logs.duckdb")
+    assert summary["suggestions"] == len(queue)
+    by_kind: dict[str, list[dict]] = {}
+    for r in queue:
+        by_kind.setdefault(r["kind"], []).append(r)
+    # (shown and never clicked is a gap too: "refund status" in its 22 unclicked sessions)
+    gaps = {g["text"]: g for g in by_kind["gap"]}
+    assert set(gaps) == {"can my cat fly with me", "refund status"}
+    gap = gaps["can my cat fly with me"]
+    assert (gap["entry_id"], gap["n_sessions"]) == ("", 3)
+    assert json.loads(gap["detail"])["nearest_entry_id"] == "invoice"
+    assert "asked once only" not in {q for g in gaps.values() for q in g["example_queries"]}
+    (low,) = by_kind["low_click"]
+    assert (low["entry_id"], low["n_sessions"], low["n_clicks"]) == ("refund-time", 24, 2)
+    assert json.loads(low["detail"])["answer"].startswith("Refunds reach")
+    assert low["category"] == "billing"
+    # the pair with a contradiction is one card with both answers; the other pair a duplicate
+    (con,) = by_kind["contradiction"]
+    d = json.loads(con["detail"])
+    assert (d["a"]["entry_id"], d["b"]["entry_id"]) == ("coupon", "invoice")
+    assert d["a"]["answer"] == "Coupons expire after 30 days."
+    assert d["facts"][0]["value_a"] == "30 days" and d["facts"][0]["value_b"] == "15 days"
+    (dup,) = by_kind["duplicate"]
+    assert {dup["entry_id"], dup["other_entry_id"]} == {"refund-time", "invoice"}
+    (exp,) = by_kind["expiring"]  # 2026-11-30 is 7 days after the week; 2027-01-01 is not
+    assert exp["entry_id"] == "refund-time" and json.loads(exp["detail"])["days_left"] == 7
+    (stale,) = by_kind["stale_asked"]
+    assert (stale["entry_id"], stale["n_sessions"], stale["text"]) == ("old-promo", 2,
+                                                                       "Summer sale 2026")  # fmt: skip
+    # accepted KB-side changes export with their field, never reach the overlay
+    logs = home / "logs.duckdb"
+    decide(logs, low["suggestion_id"], "edit", "ana", text="Refunds take 5-7 days; track it here.")
+    decide(logs, gap["suggestion_id"], "accept", "ana")
+    decide(logs, con["suggestion_id"], "accept", "bo")
+    patch = {r["suggestion_id"]: r for r in patch_rows(logs)}
+    rewrite = patch[low["suggestion_id"]]
+    assert rewrite["field"] == "answer" and rewrite["old_value"].startswith("Refunds reach")
+    assert rewrite["new_value"] == "Refunds take 5-7 days; track it here."
+    new = patch[gap["suggestion_id"]]
+    assert (new["field"], new["entry_id"], new["new_value"]) == ("new_entry", "", gap["text"])
+    fix = patch[con["suggestion_id"]]  # accepted without a rewrite: the answer is to be fixed
+    assert (fix["field"], fix["entry_id"], fix["new_value"]) == ("answer", "coupon", "")
+    assert accepted_changes(logs, QUESTION_KINDS) == []
+
+
+def test_decisions_refuse_conflicts_and_double_submits(home: Path):
+    week47(home)
+    mine(home, "2026-W47")
+    logs = home / "logs.duckdb"
+    sid = next(r["suggestion_id"] for r in review_queue(logs) if r["kind"] == "similar_question")
+    with pytest.raises(UnknownSuggestion):
+        decide(logs, sid[:8], "accept", "ana", exact=True)  # the web passes whole ids only
+    decide(logs, sid, "defer", "ana", decision_id="form-1")
+    with pytest.raises(DecisionConflict, match="submitted twice"):
+        decide(logs, sid, "accept", "ana", decision_id="form-1")
+    decide(logs, sid, "reject", "ana")
+    with pytest.raises(DecisionConflict, match="already decided"):
+        decide(logs, sid, "accept", "bo")
+    decide(logs, sid, "accept", "bo", change=True)  # a reviewer changing their mind, explicitly
+    n = (
+        duckdb.connect(str(logs), read_only=True)
+        .execute("select count(*) from review_decisions")
+        .fetchone()
+    )
+    assert n == (3,)
+
+
+def test_gap_topics_by_meaning_with_the_version_encoder():
+    """Paraphrases sharing no characters group by their vectors; single queries go to "other"."""
+    queries = ["猫能托运吗", "可以带宠物上飞机吗", "能用比特币付款吗", "今天天气怎么样"]
+    vectors = {
+        "猫能托运吗": [1.0, 0.1, 0.0],
+        "可以带宠物上飞机吗": [0.95, 0.2, 0.0],
+        "能用比特币付款吗": [0.0, 1.0, 0.1],
+        "今天天气怎么样": [0.0, 0.0, 1.0],
+    }
+    gap = pa.table({"query": queries, "n_events": [5, 4, 1, 1]})  # the last two: asked once
+    table, left_out, method = assign_gap_clusters(
+        gap, MiningSettings(), lambda texts: np.array([vectors[t] for t in texts]), 0.9
+    )
+    got = dict(
+        zip(table.column("query").to_pylist(), table.column("cluster_id").to_pylist(), strict=True)
+    )
+    assert method == "vectors" and left_out == 0
+    assert got["猫能托运吗"] == got["可以带宠物上飞机吗"] == 0
+    assert got["能用比特币付款吗"] == got["今天天气怎么样"] == OTHER
+    # an encoder that fails: clustered by characters, said so
+    _, _, method = assign_gap_clusters(gap, MiningSettings(), lambda texts: 1 / 0, 0.9)
+    assert method == "characters"
+
+
+def test_the_cli_offers_every_kind():
+    from kbflow.cli.review import SUGGESTION_KINDS
+    from kbflow.mining.suggest import KINDS
+
+    assert SUGGESTION_KINDS == KINDS

@@ -27,8 +27,10 @@ _PARAM = re.compile(r"\$([a-z_0-9]+)")
 def _value(name: str):
     if name.endswith("_at"):
         return datetime(2026, 11, 24, 2, 0)
-    if name in ("run_date",):
+    if name in ("run_date", "end_date"):
         return date(2026, 11, 24)
+    if name.endswith("_days"):
+        return 14
     if name in ("limit",) or name.startswith(("n_", "min_", "max_")) or name.endswith("_sessions"):
         return 10
     if name.endswith("_ms"):
@@ -111,6 +113,33 @@ def con(tmp_path):
     c.execute(
         "create temp table staged_entry_questions as select * from (values"
         " ('a', '发票'), ('b', '怎么开发票')) t(entry_id, question)"
+    )
+    # the review queue's statements: the live version's tables and the week's mined rows
+    c.execute(
+        "create temp table staged_kb_entries as select * from (values"
+        " ('a', '发票', '开票后7天内可重开', 'billing', null),"
+        " ('b', '怎么开发票', '开票后15天内可重开', 'billing', '2026-12-05')"
+        ") t(entry_id, title, answer, category, expires_at)"
+    )
+    c.execute(
+        "create temp table staged_kb_stale as select * from (values"
+        " ('c', '旧活动', 'expired', '2026-11-01')) t(entry_id, title, reason, stale_since)"
+    )
+    c.execute(
+        "create temp table staged_kb_duplicates as select * from (values"
+        " ('a', 'b', 0.97, '发票', '怎么开发票')) t(entry_a, entry_b, score, matched_a, matched_b)"
+    )
+    c.execute(
+        "create temp table staged_kb_contradictions as select entry_a, entry_b, similarity,"
+        " fact_kind, topic, value_a, value_b, evidence_a, evidence_b from staged_contradictions"
+    )
+    c.execute("create temp table staged_answers as select * from review_low_click_answers")
+    c.execute("create temp table staged_kb_gaps as select * from review_kb_gaps")
+    c.execute("create temp table staged_impact_entries as select 'a' as entry_id")
+    c.execute("create temp table staged_week_suggestions as select * from review_suggestions")
+    c.execute(
+        load_sql("suggest/create_week_entry_impact"),
+        {"start_at": datetime(2026, 11, 23), "end_at": datetime(2026, 11, 30)},
     )
     c.execute(load_sql("mining/create_gap_events"))  # the gap_events macro of two statements
     c.execute(
