@@ -3,8 +3,8 @@
 With the live version's query encoder (``kbflow.mining.kb``): the ``gap_vector_queries`` most
 frequent distinct gap queries are embedded as queries and grouped by meaning, leader clustering
 over cosine similarity at the threshold calibrated on the version's own vectors (the cosine
-that best separates two wordings of one entry from wordings of two entries). It groups
-paraphrases that share few characters ("我单子咋还没到" / "快递怎么还不来").
+only 1% of pairs of wordings of two different entries reach). It groups paraphrases that
+share few characters ("猫能托运吗" / "可以带宠物上飞机吗").
 
 Without one (no live version, the encoder cannot be built: a remote endpoint that is down), or
 as the fallback: MinHash over character bigrams of the normalised text (datasketch), LSH for

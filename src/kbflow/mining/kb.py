@@ -85,7 +85,7 @@ class LiveKb:
     encode: Encoder | None = None
     """The version's query encoder (built on first use), or None: gap topics by characters."""
     query_threshold: float | None = None
-    """Cosine above which two queries mean the same (``calibrate_query_threshold``)."""
+    """Cosine from which two queries are one topic (``calibrate_query_threshold``)."""
     expiring_days: int = 14
 
 
@@ -111,58 +111,37 @@ def entry_questions(version_dir: Path) -> pa.Table:
 
 
 def calibrate_query_threshold(
-    version_dir: Path, pairs: int = 20_000, seed: int = 0
+    version_dir: Path, pairs: int = 200_000, false_pair_rate: float = 0.01, seed: int = 0
 ) -> float | None:
-    """The cosine that best separates two wordings of one entry (its title and similar
-    questions, as the version embedded them) from wordings of two different entries: the
-    threshold maximising TPR - FPR over up to ``pairs`` pairs of each. None when the version
-    has fewer than 20 same-entry pairs (a KB without similar questions) or no vectors."""
+    """The cosine that only ``false_pair_rate`` of pairs of wordings of two *different*
+    entries reach (titles and similar questions as the version embedded them; up to ``pairs``
+    random pairs): two gap queries that close are one topic. Precision first: a topic that
+    mixes unrelated questions misleads a reviewer, two topics for one need only cost a glance
+    (on the sample, multilingual-e5-small: 0.917; a TPR-FPR optimum, 0.878, grouped "my rice
+    cooker will not heat" with "delivery to the 6th floor"). None when the version has fewer
+    than 40 titles and questions, or no vectors."""
     vec_path = version_dir / "vectors.npy"
     if not vec_path.is_file():
         return None
     t = pq.read_table(version_dir / "passages.parquet", columns=["entry_id", "kind"])
     kinds = t.column("kind").to_pylist()
-    rows = [i for i, k in enumerate(kinds) if k in ("title", "question")]
+    rows = np.asarray([i for i, k in enumerate(kinds) if k in ("title", "question")])
     if len(rows) < 40:
         return None
     vectors = np.load(vec_path, mmap_mode="r", allow_pickle=False)  # rows: passages' rows
-    ids = np.asarray(rows)
     entries = np.asarray(t.column("entry_id").to_pylist(), dtype=object)[rows]
     _, codes = np.unique(entries, return_inverse=True)
     rng = np.random.default_rng(seed)
-    order = np.argsort(codes, kind="stable")
-    starts = np.flatnonzero(np.r_[True, codes[order][1:] != codes[order][:-1]])
-    sizes = np.diff(np.r_[starts, len(order)])
-    pos_a, pos_b = [], []
-    for s, n in zip(starts, sizes, strict=True):
-        for i in range(n):
-            for j in range(i + 1, n):
-                pos_a.append(order[s + i])
-                pos_b.append(order[s + j])
-    if len(pos_a) < 20:
+    a = rng.integers(0, len(rows), size=pairs)
+    b = rng.integers(0, len(rows), size=pairs)
+    keep = codes[a] != codes[b]
+    if keep.sum() < 100:
         return None
-    pa_idx = np.asarray(pos_a)
-    pb_idx = np.asarray(pos_b)
-    if len(pa_idx) > pairs:
-        pick = rng.choice(len(pa_idx), pairs, replace=False)
-        pa_idx, pb_idx = pa_idx[pick], pb_idx[pick]
-    na = rng.integers(0, len(rows), size=pairs)
-    nb = rng.integers(0, len(rows), size=pairs)
-    keep = codes[na] != codes[nb]
-    na, nb = na[keep], nb[keep]
-
-    def cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        va = np.asarray(vectors[ids[a]], dtype=np.float32)
-        vb = np.asarray(vectors[ids[b]], dtype=np.float32)
-        va /= np.linalg.norm(va, axis=1, keepdims=True) + 1e-12
-        vb /= np.linalg.norm(vb, axis=1, keepdims=True) + 1e-12
-        return np.einsum("ij,ij->i", va, vb)
-
-    pos, neg = np.sort(cos(pa_idx, pb_idx)), np.sort(cos(na, nb))
-    grid = np.unique(np.r_[pos, neg])
-    tpr = 1 - np.searchsorted(pos, grid, side="left") / len(pos)
-    fpr = 1 - np.searchsorted(neg, grid, side="left") / len(neg)
-    return float(grid[int(np.argmax(tpr - fpr))])
+    va = np.asarray(vectors[rows[a[keep]]], dtype=np.float32)
+    vb = np.asarray(vectors[rows[b[keep]]], dtype=np.float32)
+    va /= np.linalg.norm(va, axis=1, keepdims=True) + 1e-12
+    vb /= np.linalg.norm(vb, axis=1, keepdims=True) + 1e-12
+    return float(np.quantile(np.einsum("ij,ij->i", va, vb), 1 - false_pair_rate))
 
 
 def _encoder(info: dict[str, Any], embed: Any) -> Encoder:
