@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from kbflow.chunk.overlay import fold
 from kbflow.embed.factory import embed_settings_for, make_embedder
 from kbflow.index.bm25 import cjk_share, tokenize
 from kbflow.index.version import (
@@ -266,6 +267,25 @@ def _threshold(
     return default, "default (search.handoff_threshold)"
 
 
+def held_out_golden(version: LoadedVersion, golden: list[GoldenQuery]) -> list[GoldenQuery]:
+    """The golden queries that are still held out: an answerable one the version holds word
+    for word (folded) as a title or similar question (a reviewer accepted it from the logs, or
+    the export took it) scores ~1 and would pull the hand-off threshold up; it is left out of
+    calibration (after the review loop on hwu64, 429 of its 1,076 valid queries). Out-of-scope
+    queries always count."""
+    known = {
+        fold(t)
+        for t, k in zip(version.texts, version.kinds, strict=True)
+        if k in ("title", "question")
+    }
+    kept = [q for q in golden if not q.expected or fold(q.query) not in known]
+    if len(kept) < len(golden):
+        log.info(
+            "calibrate: %d golden queries are in the index now; left out", len(golden) - len(kept)
+        )
+    return kept
+
+
 def calibrate_index(
     vdir: Path,
     settings: Settings,
@@ -278,7 +298,7 @@ def calibrate_index(
     version = LoadedVersion(vdir)
     rows = self_check_rows(version)
     limit = settings.gate.max_golden_queries if max_golden is None else max_golden
-    gold = sample_golden(calibration_queries(golden or []), limit)
+    gold = sample_golden(held_out_golden(version, calibration_queries(golden or [])), limit)
     needs_model = bool(info.get("query_template") and info.get("task"))
     embedder = (
         make_embedder(embed_settings_for(settings.embed, info))

@@ -9,11 +9,12 @@ import pytest
 
 from kbflow.embed.base import describe
 from kbflow.index.bm25 import tokenize
-from kbflow.index.calibrate import calibrate_index
+from kbflow.index.calibrate import calibrate_index, held_out_golden
 from kbflow.index.version import LoadedVersion, held_out_rows
 from kbflow.publish.pointer import publish_version
 from kbflow.search.searcher import Searcher
 from kbflow.settings import SearchSettings, Settings
+from kbflow.store.golden import GoldenQuery
 
 from ..helpers import EN_KB, build_test_version, entry
 
@@ -168,6 +169,21 @@ def test_calibration_is_dense_heavy_on_english_with_paraphrases(tmp_path: Path, 
     assert cal["method"] == "held-out-similar-questions"
     assert cal["dense_weight"] >= 0.5, (cal["scores_by_weight"], cal["self_check"], cal["queries"])
     assert cal["kb_language"] == "en"
+
+
+def test_golden_queries_the_index_holds_are_not_held_out(en_home: Path):
+    """A golden query a reviewer added to the KB (the review loop) no longer calibrates the
+    hand-off: it would score ~1 and pull the threshold up."""
+    v = LoadedVersion(en_home / "indexes" / "v1")
+    golden = [
+        GoldenQuery("When do I get my MONEY back?!", ("refund-time",), "valid"),  # folded: in
+        GoldenQuery("my refund is late", ("refund-time",), "valid"),
+        GoldenQuery("weather tomorrow", (), "valid"),
+    ]
+    assert [q.query for q in held_out_golden(v, golden)] == [
+        "my refund is late",
+        "weather tomorrow",
+    ]
 
 
 def test_chinese_kb_without_similar_questions_uses_language_prior(tmp_path: Path, local_embedder):
