@@ -32,7 +32,7 @@ import json
 import logging
 import secrets
 from contextlib import ExitStack
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -91,6 +91,7 @@ def compute_suggestions(
         "n_samples": settings.example_queries,
         "mined_at": mined_at,
     }
+    end_date = end.astimezone(ZoneInfo(settings.timezone)).date()
     impact_ids = pa.table(
         {
             "entry_id": pa.concat_arrays(
@@ -98,12 +99,11 @@ def compute_suggestions(
                     answers.filter(answers.column("flagged")).column("entry_id").combine_chunks(),
                     *(kb.duplicates.column(c).combine_chunks() for c in ("entry_a", "entry_b")),
                     *(kb.contradictions.column(c).combine_chunks() for c in ("entry_a", "entry_b")),
-                    kb.entries.column("entry_id").combine_chunks().filter(_expiring(kb, end)),
+                    kb.entries.column("entry_id").combine_chunks().filter(_expiring(kb, end_date)),
                 ]
             ).cast(pa.string())
         }
     )
-    end_date = (end.astimezone(ZoneInfo(settings.timezone))).date()
     out = []
     with ExitStack() as stack:
         for name, table in (
@@ -154,10 +154,11 @@ def compute_suggestions(
             return fetch_table(con, "suggest/select_suggestion_categories", {})
 
 
-def _expiring(kb: LiveKb, end: datetime) -> pa.Array:
-    """Which of ``kb.entries`` may expire soon (a cheap pre-filter for the impact table)."""
+def _expiring(kb: LiveKb, end_date: date) -> pa.Array:
+    """Which of ``kb.entries`` expire on or after ``end_date`` (a cheap pre-filter for the
+    impact table; the expiring statement applies the window)."""
     days = [str(d or "") for d in kb.entries.column("expires_at").to_pylist()]
-    floor = end.date().isoformat()
+    floor = end_date.isoformat()
     return pa.array([d >= floor for d in days], pa.bool_())
 
 
