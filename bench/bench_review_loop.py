@@ -110,7 +110,7 @@ def handoffs(home: Path, golden: Path) -> dict[str, Any]:
     when the overlay adds questions (it is calibrated on held-out similar questions)."""
     import numpy as np
 
-    from kbflow.embed.factory import embed_settings_for, make_embedder
+    from kbflow.embed.adapter import make_version_embedder
     from kbflow.index.bm25 import tokenize
     from kbflow.index.version import LoadedVersion
     from kbflow.settings import EmbedSettings
@@ -118,7 +118,7 @@ def handoffs(home: Path, golden: Path) -> dict[str, Any]:
     from kbflow.store.versions import live_version_dir
 
     version = LoadedVersion(live_version_dir(home / "indexes"))
-    embedder = make_embedder(embed_settings_for(EmbedSettings(), version.manifest["embedding"]))
+    embedder = make_version_embedder(EmbedSettings(), version.embedding)
     queries = load_golden(golden, "test")
     vectors = embedder.embed_queries([q.query for q in queries])
     handed = {True: 0, False: 0}

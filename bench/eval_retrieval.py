@@ -51,10 +51,14 @@ def available_sets() -> list[str]:
     return shared + [n for n, p in SAMPLES.items() if (p / "golden.jsonl").is_file()]
 
 
-def build(name: str, home: Path, model: str | None = None) -> dict[str, Any]:
+def build(
+    name: str, home: Path, model: str | None = None, adapter: str | None = None
+) -> dict[str, Any]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     if model:
         env["KBFLOW_EMBED__MODEL"] = model
+    if adapter:
+        env["KBFLOW_ADAPTER__MODE"] = adapter
     cmd = [
         sys.executable, "-m", "kbflow.cli", "nightly", "--home", str(home),
         "--source", str(set_dir(name) / "export"), "--run-date", "2026-11-24", "--json",
@@ -66,7 +70,7 @@ def build(name: str, home: Path, model: str | None = None) -> dict[str, Any]:
 
 
 def score(name: str, home: Path) -> dict[str, Any]:
-    from kbflow.embed.factory import embed_settings_for, make_embedder
+    from kbflow.embed.adapter import make_version_embedder
     from kbflow.gate.evaluate import evaluate
     from kbflow.index.version import LoadedVersion
     from kbflow.settings import EmbedSettings
@@ -75,7 +79,7 @@ def score(name: str, home: Path) -> dict[str, Any]:
 
     version = LoadedVersion(live_version_dir(home / "indexes"))
     info = version.manifest["embedding"]
-    embedder = make_embedder(embed_settings_for(EmbedSettings(), info))
+    embedder = make_version_embedder(EmbedSettings(), version.embedding)
     queries = load_golden(set_dir(name) / "golden.jsonl", "test")
     start = time.perf_counter()
     vectors = embedder.embed_queries([q.query for q in queries])
@@ -94,6 +98,7 @@ def score(name: str, home: Path) -> dict[str, Any]:
         m = evaluate(version, queries, vecs, weight=weight)
         m.pop("failures")
         res[mode] = m
+    res["adapter"] = version.manifest.get("adapter")
     cal = version.manifest.get("calibration", {})
     res["calibration"] = {
         k: cal.get(k)

@@ -17,6 +17,11 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 for var in list(os.environ):
     if var.startswith("KBFLOW_"):
         del os.environ[var]
+# Versions are built without the per-version adapter unless a test asks for one (overrides
+# {"adapter.mode": ...}): fine-tuning the English model costs 1-3 minutes per build on these
+# 2 cores, and most tests are about other stages. tests/unit/index/test_adapter.py and
+# tests/flows/test_adapter.py build with it.
+os.environ["KBFLOW_ADAPTER__MODE"] = "off"
 
 import pytest  # noqa: E402
 

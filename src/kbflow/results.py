@@ -114,6 +114,8 @@ class Built(StageSummary):
     passages: int
     entries: int
     calibration: dict[str, Any]
+    adapter: dict[str, Any]
+    """``kbflow.index.adapter``'s decision: kind, kept, reason, held-out and golden figures."""
 
 
 class Reviewed(StageSummary, total=False):

@@ -208,6 +208,44 @@ class IndexSettings(BaseModel):
     esun_faq 0.74 / 0.86 (0.70 / 0.88), clinc150 0.614 / 0.782 (0.610 / 0.781)."""
 
 
+class AdapterSettings(BaseModel):
+    """The per-version adapter (``kbflow.index.adapter``): retrieval tuned on the KB's own
+    questions, kept only when it wins on questions it never trained on."""
+
+    mode: Literal["auto", "finetune", "linear", "off"] = "auto"
+    """``finetune`` fine-tunes a copy of the bundled English model on the KB's questions and
+    re-embeds the version's passages with it (KBs up to ``finetune_max_passages``); ``linear``
+    learns a map applied to query vectors only (any model, nothing re-embedded; opt-in: it did
+    not carry over to real queries on the Chinese sets); ``auto`` is ``finetune`` where it can
+    run and no adapter elsewhere; ``off`` builds versions as before. Measured
+    (bench/results-adapter.json): see README, "The per-version adapter"."""
+    folds: int = Field(4, ge=2, le=10)
+    """Question groups (an entry's question with its near copies) split into this many folds;
+    each fold is scored by an adapter trained on the others. The adapter the version ships is
+    the first fold's, so that fold's questions stay held out for calibration and the self-check."""
+    min_gain: float = Field(0.005, ge=0, le=1)
+    """Keep the adapter only when held-out hit@1 rises by at least this and the paired gain is
+    above twice its standard error."""
+    max_golden_drop: float = Field(0.005, ge=0, le=1)
+    """...and hit@1 on the golden calibration queries (when there are 30 or more) does not fall
+    by more than this."""
+    min_questions: int = Field(40, ge=4)
+    """Fewer question groups than this: nothing to learn from; no adapter."""
+    max_questions: int = Field(20_000, ge=100)
+    """Questions trained on (a seeded sample of groups when there are more)."""
+    finetune_max_passages: int = Field(20_000, ge=0)
+    """Above this many passages ``auto`` uses ``linear``: fine-tuning re-embeds every passage
+    once per fold."""
+    finetune_epochs: int = Field(1, ge=1, le=10)
+    finetune_lr: float = Field(2e-5, gt=0)
+    finetune_pairs_per_entry: int = Field(40, ge=1)
+    linear_steps: int = Field(200, ge=1)
+    """Optimiser steps of the linear map (batches of 256 questions against their entries and
+    2,048 other passages): the same budget for 100 questions or 20,000."""
+    linear_lambda: float = Field(1e-4, ge=0)
+    """Pull of the linear map toward the identity (squared Frobenius distance)."""
+
+
 class GateSettings(BaseModel):
     enabled: bool = True
     golden: Path | None = None
@@ -440,6 +478,7 @@ class Settings(BaseSettings):
     chunk: ChunkSettings = Field(default_factory=lambda: ChunkSettings())
     embed: EmbedSettings = Field(default_factory=lambda: EmbedSettings())
     index: IndexSettings = Field(default_factory=lambda: IndexSettings())
+    adapter: AdapterSettings = Field(default_factory=lambda: AdapterSettings())
     search: SearchSettings = Field(default_factory=lambda: SearchSettings())
     gate: GateSettings = Field(default_factory=lambda: GateSettings())
     review: ReviewSettings = Field(default_factory=lambda: ReviewSettings())
@@ -506,6 +545,7 @@ def settings_fingerprint(settings: Settings) -> str:
             if k in ("backend", "model", "dim", "query_instruction")
         },
         "index": settings.index.model_dump(exclude={"keep_versions"}),
+        "adapter": settings.adapter.model_dump(),
         "code": __version__,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]

@@ -87,7 +87,7 @@ def test_calibration_is_dense_heavy_on_chinese_and_uses_out_of_scope_queries(fir
 
 
 def test_the_chinese_sample_answers_its_test_queries(home: Path, first: dict):
-    from kbflow.embed.factory import embed_settings_for, make_embedder
+    from kbflow.embed.adapter import make_version_embedder
     from kbflow.gate.evaluate import evaluate
     from kbflow.index.version import LoadedVersion
     from kbflow.settings import EmbedSettings
@@ -95,7 +95,7 @@ def test_the_chinese_sample_answers_its_test_queries(home: Path, first: dict):
 
     version = LoadedVersion(home / "indexes" / first["version"])
     queries = load_golden(ZH / "golden.jsonl", "test")  # never seen by calibration
-    embedder = make_embedder(embed_settings_for(EmbedSettings(), version.manifest["embedding"]))
+    embedder = make_version_embedder(EmbedSettings(), version.embedding)
     vectors = embedder.embed_queries([q.query for q in queries])
     fused = evaluate(version, queries, vectors)
     dense = evaluate(version, queries, vectors, weight=1.0)

@@ -15,7 +15,7 @@ import pytest
 from kbflow_flows.nightly import kb_nightly
 from kbflow_flows.weekly import kb_weekly_mining
 
-from kbflow.embed.factory import embed_settings_for, make_embedder
+from kbflow.embed.adapter import make_version_embedder
 from kbflow.gate.evaluate import evaluate
 from kbflow.index.version import LoadedVersion
 from kbflow.mining.simulate import simulate_split_traffic
@@ -36,7 +36,7 @@ OVERLAY_KINDS = ("similar_question", "confusion")
 def scores(home: Path, golden: Path) -> dict[str, dict[str, Any]]:
     """hit@1/@3, MRR and hand-off AUROC of the live version on the test and valid splits."""
     version = LoadedVersion(live_version_dir(home / "indexes"))
-    embedder = make_embedder(embed_settings_for(EmbedSettings(), version.manifest["embedding"]))
+    embedder = make_version_embedder(EmbedSettings(), version.embedding)
     out = {}
     for split in ("test", "valid"):
         queries = load_golden(golden, split)
@@ -49,7 +49,7 @@ def scores(home: Path, golden: Path) -> dict[str, dict[str, Any]]:
 def accepted_hit_at_1(home: Path, queue: list[dict[str, Any]]) -> float:
     """hit@1 of the live version on the accepted texts, each for the entry it was accepted for."""
     version = LoadedVersion(live_version_dir(home / "indexes"))
-    embedder = make_embedder(embed_settings_for(EmbedSettings(), version.manifest["embedding"]))
+    embedder = make_version_embedder(EmbedSettings(), version.embedding)
     queries = [GoldenQuery(s["text"], (s["entry_id"],), None) for s in queue]
     res = evaluate(version, queries, embedder.embed_queries([q.query for q in queries]))
     return float(res["hit@1"])

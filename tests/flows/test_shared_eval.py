@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 from kbflow_flows.nightly import kb_nightly
 
-from kbflow.embed.factory import embed_settings_for, make_embedder
+from kbflow.embed.adapter import make_version_embedder
 from kbflow.gate.evaluate import evaluate
 from kbflow.index.version import LoadedVersion
 from kbflow.settings import EmbedSettings
@@ -40,7 +40,7 @@ def test_fused_retrieval_meets_floor_and_tracks_the_better_side(name, tmp_path):
     assert summary["model_key"] == model_key  # embed.model=auto chose by the KB's language
     version = LoadedVersion(live_version_dir(tmp_path / "indexes"))
     queries = load_golden(data / "golden.jsonl", "test")
-    embedder = make_embedder(embed_settings_for(EmbedSettings(), version.manifest["embedding"]))
+    embedder = make_version_embedder(EmbedSettings(), version.embedding)
     vectors = embedder.embed_queries([q.query for q in queries])
     fused = evaluate(version, queries, vectors)
     dense = evaluate(version, queries, vectors, weight=1.0)

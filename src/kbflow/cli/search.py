@@ -56,9 +56,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     vectors = (
         None
         if args.mode == "bm25"
-        else searcher.embedder(version.manifest["embedding"]).embed_queries(
-            [q.query for q in queries]
-        )
+        else searcher.embedder(version.embedding).embed_queries([q.query for q in queries])
     )
     res = evaluate(version, queries, vectors, weight=weight)
     res["mode"] = args.mode

@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from kbflow.embed.adapter import adapter_key, make_version_embedder, queries_reuse_passages
 from kbflow.embed.base import Embedder
-from kbflow.embed.factory import embed_settings_for, make_embedder
 from kbflow.gate.alignment import AnswerEncoder, check_alignment
 from kbflow.gate.rank import QueryEncoder, ranked_entries
 from kbflow.gate.replay import ReplayQuery, replay_check
@@ -241,8 +241,7 @@ class VersionAnswerEncoder:
         from kbflow.embed.base import text_hash
         from kbflow.embed.cache import EmbeddingCache, embed_missing
 
-        info = version.manifest["embedding"]
-        emb = self.queries.embedder(info)
+        emb = self.queries.embedder(version.embedding)
         if emb is None:
             return None
         cache = EmbeddingCache(self.cache_root, emb.info.key, emb.info.dim)
@@ -251,7 +250,7 @@ class VersionAnswerEncoder:
             embed_missing(texts, hashes, emb, cache)
             return cache.get(hashes)
         except Exception as exc:  # noqa: BLE001 - reported as keyword-only scoring
-            log.warning("gate: answer embedding failed for %s (%s)", info["model_key"], exc)
+            log.warning("gate: answer embedding failed for %s (%s)", emb.info.key, exc)
             return None
 
 
@@ -270,18 +269,18 @@ class VersionQueryEncoder:
     def embedder(self, info: dict[str, Any]) -> Embedder | None:
         """The version's model (one per model key, shared with the answer encoder); None when
         it cannot be loaded here."""
-        key = info["model_key"]
+        key = adapter_key(info)
         if key not in self._embedders:
             try:
-                self._embedders[key] = make_embedder(embed_settings_for(self.embed, info))
+                self._embedders[key] = make_version_embedder(self.embed, info)
             except Exception as exc:  # noqa: BLE001 - reported as keyword-only scoring
                 log.warning("gate: cannot load the query embedder for %s (%s)", key, exc)
                 self._embedders[key] = None
         return self._embedders[key]
 
     def __call__(self, version: LoadedVersion, texts: list[str]) -> np.ndarray | None:
-        info = version.manifest["embedding"]
-        reuse = not (info.get("query_template") and info.get("task"))
+        info = version.embedding
+        reuse = queries_reuse_passages(info)
         rows: list[int | None] = [None] * len(texts)
         if reuse:
             row_of = {t: i for i, t in enumerate(version.texts)}

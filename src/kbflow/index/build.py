@@ -84,11 +84,14 @@ def build_version(
     vectors: np.ndarray,
     manifest: dict[str, Any],
     settings: IndexSettings,
+    adapter: Path | None = None,
 ) -> Path:
     """Write a complete version folder and return its path.
 
     ``passages`` (PASSAGE schema) and ``vectors`` are row-aligned. ``manifest`` gets the
-    index facts added and is written last. Raises ``IndexError_`` if the version exists.
+    index facts added and is written last. ``adapter``: a staged adapter folder
+    (``kbflow.index.adapter``) copied into the version as ``adapter/``. Raises ``IndexError_``
+    if the version exists.
     """
     final = indexes_dir / version
     if final.exists():
@@ -101,6 +104,8 @@ def build_version(
         raise IndexError_(f"{n} passages but {vectors.shape[0]} vectors")
     work.mkdir(parents=True)
     try:
+        if adapter is not None:
+            shutil.copytree(adapter, work / "adapter")
         return _build(indexes_dir, work, final, version, passages, vectors, manifest, settings)
     except BaseException:
         # A failed build (a full disk, a bad vector) leaves nothing behind; a killed one leaves

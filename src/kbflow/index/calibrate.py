@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from kbflow.chunk.overlay import fold
-from kbflow.embed.factory import embed_settings_for, make_embedder
+from kbflow.embed.adapter import make_version_embedder, queries_reuse_passages
 from kbflow.index.bm25 import cjk_share, tokenize
 from kbflow.index.version import (
     WEIGHT_GRID,
@@ -289,7 +289,6 @@ def held_out_golden(version: LoadedVersion, golden: list[GoldenQuery]) -> list[G
 def calibrate_index(
     vdir: Path,
     settings: Settings,
-    info: dict[str, Any],
     golden: list[GoldenQuery] | None = None,
     max_golden: int | None = None,
 ) -> dict[str, Any]:
@@ -299,11 +298,10 @@ def calibrate_index(
     rows = self_check_rows(version)
     limit = settings.gate.max_golden_queries if max_golden is None else max_golden
     gold = sample_golden(held_out_golden(version, calibration_queries(golden or [])), limit)
-    needs_model = bool(info.get("query_template") and info.get("task"))
+    info = version.embedding
+    needs_model = not queries_reuse_passages(info)
     embedder = (
-        make_embedder(embed_settings_for(settings.embed, info))
-        if (gold or (rows and needs_model))
-        else None
+        make_version_embedder(settings.embed, info) if (gold or (rows and needs_model)) else None
     )
     qvecs: np.ndarray | None = None
     if rows:

@@ -6,6 +6,10 @@ from __future__ import annotations
 import json
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
 
 from kbflow import __version__
 from kbflow.contracts import (
@@ -13,16 +17,52 @@ from kbflow.contracts import (
     read_table,
 )
 from kbflow.embed.cache import EmbeddingCache
+from kbflow.embed.factory import embed_settings_for, make_embedder
 from kbflow.embed.sglang import query_embed_settings
+from kbflow.index.adapter import Fitted, fit_adapter
 from kbflow.index.build import build_version, new_version_id
 from kbflow.index.calibrate import calibrate_index
 from kbflow.results import Built, Embedded, Pulled
 from kbflow.runner import MARKER, run_stage
 from kbflow.settings import Settings, settings_fingerprint
 from kbflow.store import catalog
-from kbflow.store.golden import run_golden
+from kbflow.store.golden import GoldenQuery, calibration_queries, run_golden, sample_golden
 from kbflow.store.home import DataHome
 from kbflow.store.versions import read_manifest, update_manifest
+
+
+def stage_adapter(
+    folder: Path,
+    passages: pa.Table,
+    vectors: np.ndarray,
+    info: dict[str, Any],
+    settings: Settings,
+    golden: list[GoldenQuery],
+) -> Fitted:
+    """Train and judge the version's adapter (``kbflow.index.adapter``) on the run's passages,
+    with the golden calibration queries (never the test split) as a second check."""
+    built: list[Any] = []
+
+    def embed_queries(texts: list[str]) -> np.ndarray:
+        if not built:
+            built.append(make_embedder(embed_settings_for(settings.embed, info)))
+        return np.asarray(built[0].embed_queries(texts), dtype=np.float32)
+
+    gold = sample_golden(calibration_queries(golden), settings.gate.max_golden_queries)
+    return fit_adapter(
+        passages.column("text").to_pylist(),
+        passages.column("entry_id").to_pylist(),
+        passages.column("kind").to_pylist(),
+        passages.column("passage_id").to_pylist(),
+        vectors,
+        info,
+        settings.adapter,
+        folder,
+        backend=settings.embed.backend,
+        golden=[(q.query, q.expected) for q in gold if q.expected],
+        embed_queries=embed_queries,
+        threads=settings.embed.threads,
+    )
 
 
 def index_stage(
@@ -60,12 +100,20 @@ def index_stage(
             "overlay": chunk_summary.get("overlay") or {},
             "code_version": __version__,
         }
-        vdir = build_version(home.indexes, version, passages, vectors, manifest, settings.index)
-        n_passages = passages.num_rows
-        del passages, vectors  # calibration reloads the version from disk; do not hold two copies
         golden = run_golden(home, run_id, pulled.get("source"), settings)
         with query_embed_settings(settings, info, need_queries=bool(golden)) as cal_settings:
-            cal = calibrate_index(vdir, cal_settings, info, golden)
+            fitted = stage_adapter(folder, passages, vectors, info, cal_settings, golden)
+            if fitted.vectors is not None:
+                vectors = fitted.vectors
+            manifest["adapter"] = adapter_report = fitted.report
+            if fitted.embedding:
+                manifest["embedding"] = {**info, "adapter": fitted.embedding}
+            vdir = build_version(
+                home.indexes, version, passages, vectors, manifest, settings.index, fitted.folder
+            )
+            n_passages = passages.num_rows
+            del passages, vectors, fitted  # calibration reloads the version from disk
+            cal = calibrate_index(vdir, cal_settings, golden)
         update_manifest(vdir, calibration=cal)
         catalog.record_version(home.catalog_path, read_manifest(vdir))
         return {
@@ -74,6 +122,7 @@ def index_stage(
             "passages": n_passages,
             "entries": entries,
             "calibration": cal,
+            "adapter": adapter_report,
         }
 
     return run_stage(home, run_id, "index", run)

@@ -22,7 +22,7 @@ from kbflow.errors import IndexError_
 from kbflow.index.bm25 import Bm25Index, tokenize
 from kbflow.index.build import HUB
 from kbflow.index.dense import load_faiss
-from kbflow.store.versions import MANIFEST
+from kbflow.store.versions import MANIFEST, embedding_info
 
 WEIGHT_GRID = tuple(round(x * 0.1, 1) for x in range(11))
 
@@ -61,6 +61,9 @@ class LoadedVersion:
         self.folder = folder
         self.manifest: dict[str, Any] = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
         self.version: str = self.manifest["version"]
+        #: ``manifest["embedding"]`` with its adapter's folder resolved: what the version's
+        #: query encoder is built from (``kbflow.embed.adapter.make_version_embedder``).
+        self.embedding: dict[str, Any] = embedding_info(self.manifest, folder)
         t = pq.read_table(folder / "passages.parquet")
         self.passage_ids: list[str] = t.column("passage_id").to_pylist()
         self.entry_of_row: list[str] = t.column("entry_id").to_pylist()
@@ -264,12 +267,26 @@ def held_out_rows(
     return hidden
 
 
+def adapter_held_out(version: LoadedVersion) -> set[str] | None:
+    """Passage ids of the questions the version's adapter never trained on (None without an
+    adapter): the only ones calibration and the self-check may score it on."""
+    adapter = version.embedding.get("adapter")
+    if not adapter:
+        return None
+    path = Path(adapter["dir"]) / adapter["held_out"]
+    return set(json.loads(path.read_text(encoding="utf-8")))
+
+
 def self_check_rows(version: LoadedVersion, limit: int = 1500, seed: int = 0) -> list[int]:
-    """Question passages whose entry has other passages (so holding one out leaves a target)."""
+    """Question passages whose entry has other passages (so holding one out leaves a target);
+    with an adapter, only the questions it did not train on."""
+    held = adapter_held_out(version)
     rows = [
         r
         for r, kind in enumerate(version.kinds)
-        if kind == "question" and len(version.entry_rows[version.row_entry[r]]) > 1
+        if kind == "question"
+        and len(version.entry_rows[version.row_entry[r]]) > 1
+        and (held is None or version.passage_ids[r] in held)
     ]
     if len(rows) > limit:
         rng = np.random.default_rng(seed)

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from kbflow.errors import KbflowError
-from kbflow.store.versions import live_version_dir, read_manifest
+from kbflow.store.versions import embedding_info, live_version_dir, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -146,13 +146,13 @@ def calibrate_query_threshold(
 
 def _encoder(info: dict[str, Any], embed: Any) -> Encoder:
     """The version's query encoder, built on first call (no model loads without gap queries)."""
-    from kbflow.embed.factory import embed_settings_for, make_embedder
+    from kbflow.embed.adapter import make_version_embedder
 
     built: list[Any] = []
 
     def encode(texts: list[str]) -> np.ndarray:
         if not built:
-            built.append(make_embedder(embed_settings_for(embed, info)))
+            built.append(make_version_embedder(embed, info))
         return np.asarray(built[0].embed_queries(texts), dtype=np.float32)
 
     return encode
@@ -172,7 +172,11 @@ def live_kb(
     encode = threshold = None
     if embed is not None and manifest.get("embedding", {}).get("model"):
         threshold = calibrate_query_threshold(folder)
-        encode = _encoder(manifest["embedding"], embed) if threshold is not None else None
+        info = embedding_info(manifest, folder)
+        if (info.get("adapter") or {}).get("kind") == "linear":
+            # the threshold is calibrated on the passages' own vectors: queries stay in that space
+            info.pop("adapter")
+        encode = _encoder(info, embed) if threshold is not None else None
     return LiveKb(
         version=str(manifest.get("version") or folder.name),
         questions=entry_questions(folder),

@@ -177,6 +177,7 @@ def write_nightly_report(
         )
         if cal.get("scores_by_weight"):
             body.append(bar_chart("self-check objective by dense weight", cal["scores_by_weight"]))
+    body += adapter_section(summary.get("adapter"))
     body += [
         "<h2>Quarantined rows</h2>",
         html_table(
@@ -314,3 +315,25 @@ def replay_section(r: dict[str, Any] | None, live_version: Any) -> str:
             )
         )
     return "".join(out)
+
+
+def adapter_section(adapter: dict[str, Any] | None) -> list[str]:
+    """The version's adapter: kept or not and why, plain vs adapted on held-out questions (and
+    golden calibration queries), dense only."""
+    if not adapter:
+        return []
+    kept = "kept" if adapter.get("kept") else "not kept: the version searches with the plain model"
+    out = [
+        "<h2>Adapter (retrieval tuned on the KB's own questions)</h2>",
+        f"<p>{esc(str(adapter.get('kind') or 'none'))}, {esc(kept)}. "
+        f"{esc(str(adapter.get('reason', '')))}</p>",
+    ]
+    rows = []
+    for check in ("held_out", "golden"):
+        figures = adapter.get(check) or {}
+        for side in ("plain", "adapted"):
+            if figures.get(side):
+                rows.append({"check": check.replace("_", "-"), "model": side, **figures[side]})
+    if rows:
+        out.append(html_table(rows, ["check", "model", "n", "hit@1", "hit@3", "mrr"]))
+    return out

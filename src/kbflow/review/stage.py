@@ -135,7 +135,14 @@ def review_version(
     version, run_id = manifest["version"], manifest.get("run_id")
     model = manifest["embedding"]
     passages = read_table(vdir / "passages.parquet", PASSAGE)
-    vectors = np.load(vdir / "vectors.npy", mmap_mode="r", allow_pickle=False)
+    if (model.get("adapter") or {}).get("kind") == "finetune":
+        # A fine-tuned adapter pushes different entries apart, duplicates included: the review
+        # compares entries in the plain model's space (its vectors are in the cache).
+        vectors = EmbeddingCache(embeddings_root, model["model_key"], int(model["dim"])).get(
+            passages.column("text_hash").to_pylist()
+        )
+    else:
+        vectors = np.load(vdir / "vectors.npy", mmap_mode="r", allow_pickle=False)
     entry_ids = list(dict.fromkeys(passages.column("entry_id").to_pylist()))
     entry_col = entries.column("entry_id").to_pylist()
     info = {

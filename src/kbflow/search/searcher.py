@@ -172,7 +172,11 @@ class Searcher:
     # --- query embedding -----------------------------------------------------------------
 
     def embedder(self, info: dict[str, Any]) -> Embedder:
-        key = info["model_key"]
+        """The query encoder of a version (``LoadedVersion.embedding``), one per model and
+        adapter."""
+        from kbflow.embed.adapter import adapter_key, space_key
+
+        key = adapter_key(info)
         emb = self._embedders.get(key)
         if emb is None:
             if self._embedder_factory is None:
@@ -181,8 +185,10 @@ class Searcher:
                 emb = self._embedders.get(key)
                 if emb is None:
                     emb = self._embedders[key] = self._embedder_factory(info)
-        if emb.info.key != key:
-            raise RuntimeError(f"embedder is {emb.info.key} but the version was built with {key}")
+        if emb.info.key != space_key(info):
+            raise RuntimeError(
+                f"embedder is {emb.info.key} but the version was built with {space_key(info)}"
+            )
         return emb
 
     def _query_vector(self, v: LoadedVersion, query: str) -> np.ndarray:
@@ -191,8 +197,7 @@ class Searcher:
                 "query embedder failed recently; retried after search.embed_retry_after"
             )
         try:
-            info = v.manifest["embedding"]
-            emb = self.embedder(info)
+            emb = self.embedder(v.embedding)
             if isinstance(emb, LocalEmbedder | E5Embedder):  # in-process: nothing to time out
                 return emb.embed_queries([query])[0]
             fut = self._pool.submit(emb.embed_queries, [query])
@@ -289,7 +294,7 @@ class Searcher:
     def warm_up(self) -> None:
         """Load the live version and its query embedder now (not inside the first query)."""
         v = self.version(wait=True)
-        self.embedder(v.manifest["embedding"]).embed_queries(["warm-up"])
+        self.embedder(v.embedding).embed_queries(["warm-up"])
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -299,13 +304,13 @@ def make_searcher(home: Path, settings: Settings) -> Searcher:
     """A ``Searcher`` over ``home/indexes`` that builds each version's query embedder from the
     configured backend with the version's model and dimension (remote backends: one attempt per
     query, bounded by ``search.embed_timeout``), and the reranker when it is enabled."""
-    from kbflow.embed.factory import embed_settings_for, make_embedder
+    from kbflow.embed.adapter import make_version_embedder
 
     def factory(info: dict[str, Any]) -> Embedder:
-        cfg = embed_settings_for(settings.embed, info).model_copy(
+        cfg = settings.embed.model_copy(
             update={"retries": 0, "request_timeout": settings.search.embed_timeout}
         )
-        return make_embedder(cfg)
+        return make_version_embedder(cfg, info)
 
     reranker = None
     if settings.search.rerank.enabled:

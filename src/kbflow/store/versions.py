@@ -27,6 +27,17 @@ def read_manifest(version_dir: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def embedding_info(manifest: dict[str, Any], version_dir: Path) -> dict[str, Any]:
+    """The version's ``embedding`` block with its adapter's folder resolved (``adapter.dir``),
+    what ``kbflow.embed.adapter.make_version_embedder`` needs to load the version's own query
+    encoder. The manifest itself records the adapter's path relative to the version."""
+    info = dict(manifest.get("embedding") or {})
+    adapter = info.get("adapter")
+    if adapter:
+        info["adapter"] = {**adapter, "dir": str(version_dir / adapter["path"])}
+    return info
+
+
 def update_manifest(version_dir: Path, **fields: Any) -> dict[str, Any]:
     manifest = read_manifest(version_dir)
     manifest.update(fields)

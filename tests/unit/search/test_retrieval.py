@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kbflow.embed.base import describe
 from kbflow.index.bm25 import tokenize
 from kbflow.index.calibrate import calibrate_index, held_out_golden
 from kbflow.index.version import LoadedVersion, held_out_rows
@@ -165,7 +164,7 @@ def test_calibration_is_dense_heavy_on_english_with_paraphrases(tmp_path: Path, 
     ]
     vdir = build_test_version(tmp_path, "v1", kb, local_embedder)
     settings = Settings()
-    cal = calibrate_index(vdir, settings, describe(local_embedder.info))
+    cal = calibrate_index(vdir, settings)
     assert cal["method"] == "held-out-similar-questions"
     assert cal["dense_weight"] >= 0.5, (cal["scores_by_weight"], cal["self_check"], cal["queries"])
     assert cal["kb_language"] == "en"
@@ -199,7 +198,7 @@ def test_chinese_kb_without_similar_questions_uses_language_prior(tmp_path: Path
         )
     ]
     vdir = build_test_version(tmp_path, "v1", kb, local_embedder)
-    cal = calibrate_index(vdir, Settings(), describe(local_embedder.info))
+    cal = calibrate_index(vdir, Settings())
     assert cal["method"] == "language-prior" and cal["kb_language"] == "zh"
     assert cal["dense_weight"] == 0.0  # an English-only model does not get a say on a Chinese KB
 
