@@ -262,7 +262,12 @@ def train_linear(
 
 
 def _pairs(
-    row_entry: np.ndarray, anchor_rows: np.ndarray, pool: np.ndarray, per_entry: int, seed: int
+    row_entry: np.ndarray,
+    anchor_rows: np.ndarray,
+    pool: np.ndarray,
+    per_entry: int,
+    seed: int,
+    max_pairs: int = 4_000,
 ) -> list[tuple[int, int]]:
     rng = np.random.default_rng(seed)
     pool_rows = np.nonzero(pool)[0]
@@ -279,6 +284,9 @@ def _pairs(
             pick = rng.choice(len(cands), per_entry, replace=False)
             cands = [cands[i] for i in sorted(pick)]
         out.extend(cands)
+    if len(out) > max_pairs:
+        pick = rng.choice(len(out), max_pairs, replace=False)
+        out = [out[i] for i in sorted(pick)]
     rng.shuffle(out)  # type: ignore[arg-type]
     return out
 
@@ -303,7 +311,14 @@ def finetune_model(
     if threads:
         torch.set_num_threads(threads)
     model = SentenceTransformer(str(base_dir), device="cpu", local_files_only=True)
-    pairs = _pairs(row_entry, anchor_rows, pool, settings.finetune_pairs_per_entry, seed)
+    pairs = _pairs(
+        row_entry,
+        anchor_rows,
+        pool,
+        settings.finetune_pairs_per_entry,
+        seed,
+        settings.finetune_max_pairs,
+    )
     opt = torch.optim.AdamW(model.parameters(), lr=settings.finetune_lr)
     model.train()
 
