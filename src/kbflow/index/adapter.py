@@ -38,7 +38,14 @@ from typing import Any
 
 import numpy as np
 
-from kbflow.embed.adapter import HELD_OUT_FILE, LINEAR_FILE, MODEL_DIR, apply_linear
+from kbflow.embed.adapter import (
+    ADAPTER_DIR,
+    HELD_OUT_FILE,
+    LINEAR_FILE,
+    MODEL_DIR,
+    apply_linear,
+    queries_reuse_passages,
+)
 from kbflow.embed.base import sha256_file
 from kbflow.index.bm25 import tokenize
 from kbflow.settings import AdapterSettings
@@ -378,7 +385,7 @@ def choose_kind(
         backend == "local"
         and info.get("model") == DEFAULT_MODEL
         and info.get("dim") == info.get("full_dim")
-        and not (info.get("query_template") and info.get("task"))
+        and queries_reuse_passages(info)
     )
     if settings.mode == "finetune":
         return "finetune" if can_finetune else "linear"
@@ -468,7 +475,7 @@ def fit_adapter(
         )
     folds = assign_folds(groups, entry_ids, texts, settings.folds)
     base_vecs = np.asarray(vectors, dtype=np.float32)
-    queries_differ = bool(info.get("query_template") and info.get("task"))
+    queries_differ = not queries_reuse_passages(info)
     q_rows = np.asarray(sorted(r for g in groups for r in g), dtype=np.int64)
     if queries_differ:
         if embed_queries is None:
@@ -577,7 +584,7 @@ def fit_adapter(
     )
     fitted = Fitted(report)
     if keep:
-        folder = stage_dir / "adapter"
+        folder = stage_dir / ADAPTER_DIR
         if folder.exists():
             shutil.rmtree(folder)
         folder.mkdir(parents=True)
@@ -593,7 +600,7 @@ def fit_adapter(
         fitted.folder = folder
         fitted.embedding = {
             "kind": kind,
-            "path": "adapter",
+            "path": ADAPTER_DIR,
             "sha256": digest,
             "held_out": HELD_OUT_FILE,
         }

@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from kbflow.contracts import PASSAGE, write_table
+from kbflow.embed.adapter import ADAPTER_DIR
 from kbflow.errors import IndexError_
 from kbflow.index.bm25 import Bm25Index
 from kbflow.index.dense import (
@@ -105,7 +106,7 @@ def build_version(
     work.mkdir(parents=True)
     try:
         if adapter is not None:
-            shutil.copytree(adapter, work / "adapter")
+            shutil.copytree(adapter, work / ADAPTER_DIR)
         return _build(indexes_dir, work, final, version, passages, vectors, manifest, settings)
     except BaseException:
         # A failed build (a full disk, a bad vector) leaves nothing behind; a killed one leaves

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from kbflow.embed.adapter import adapter_key, space_key
 from kbflow.embed.base import Embedder
 from kbflow.embed.e5 import E5Embedder
 from kbflow.embed.local import LocalEmbedder
@@ -174,8 +175,6 @@ class Searcher:
     def embedder(self, info: dict[str, Any]) -> Embedder:
         """The query encoder of a version (``LoadedVersion.embedding``), one per model and
         adapter."""
-        from kbflow.embed.adapter import adapter_key, space_key
-
         key = adapter_key(info)
         emb = self._embedders.get(key)
         if emb is None:
