@@ -256,11 +256,20 @@ def _stage_rows(r: dict[str, Any]) -> list[str]:
     return rows
 
 
+def _stage_files(res: Path) -> list[tuple[Path, int, str]]:
+    """Stage benchmark results: ``results-<n>.json`` (the sample's variants) and
+    ``results-<n>-realistic.json`` (``bench_stages.py --realistic``), with their size and label."""
+    found = []
+    for p in res.glob("results-*.json"):
+        stem = p.stem.removeprefix("results-")
+        size, _, kind = stem.partition("-")
+        if size.isdigit() and kind in ("", "realistic"):
+            found.append((p, int(size), ", realistic export" if kind else ""))
+    return sorted(found, key=lambda f: (f[1], f[2]))
+
+
 def section_stages(res: Path) -> list[str]:
-    files = sorted(
-        (p for p in res.glob("results-*.json") if p.stem.removeprefix("results-").isdigit()),
-        key=lambda p: int(p.stem.removeprefix("results-")),
-    )
+    files = [p for p, _, _ in _stage_files(res)]
     out = ["## Nightly stages per size", ""]
     if not files:
         return [*out, "_No stage results yet: `python bench/run_all.py --parts stages`._", ""]
@@ -277,8 +286,9 @@ def section_stages(res: Path) -> list[str]:
         r = _load(p)
         if r is None:
             continue
-        n = int(p.stem.removeprefix("results-"))
-        out.append(f"### {n:,} entries (`{p.name}`)")
+        size, _, kind = p.stem.removeprefix("results-").partition("-")
+        n = int(size)
+        out.append(f"### {n:,} entries{', realistic export' if kind else ''} (`{p.name}`)")
         out.append("")
         if r.get("failed"):
             fo = r["failed"]
@@ -339,9 +349,10 @@ def section_stages(res: Path) -> list[str]:
             for fl in r["floors"]:
                 mark = {True: "PASS", False: "FAIL", None: "n/a"}[fl["passed"]]
                 note = fl.get("note") or ""
-                if n > 100_000 and fl["unit"] != "ratio":  # the floors are defined at 100k
+                at_1m = fl["name"].endswith("at 1M entries")  # issue 19's, judged at 1M
+                if n > 100_000 and fl["unit"] != "ratio" and not at_1m:  # defined at 100k
                     mark, note = "n/a", "the floor is defined at 100,000 entries"
-                if fl["name"].startswith("validate") and r.get("first_run"):
+                if fl["name"].startswith("validate") and r.get("first_run") and not at_1m:
                     st = {x["stage"]: x for x in r["first_run"]["stages"]}
                     cpu = sum(st[k]["cpu_s"] for k in ("validate", "clean", "chunk") if k in st)
                     note = (note + "; " if note else "") + f"CPU {cpu:.1f} s"
@@ -606,7 +617,7 @@ def section_mining(res: Path) -> list[str]:
     )
     out.append("")
     g = _load(res / "results-mining-segments.json")
-    if g is not None:
+    if g is not None and "events_searches" in g:
         out.append(
             f"From Parquet log segments (`results-mining-segments.json`, `{g.get('command')}`): "
             f"{g['events_searches']:,} searches and {g['events_clicks']:,} clicks in "
@@ -614,6 +625,15 @@ def section_mining(res: Path) -> list[str]:
             f"{g['segment_interval_s']} s), logs.duckdb holding none: mine {g['mine_s']} s, "
             f"peak {g['mine_peak_rss_mb']} MB, {g['answers']:,} answers, {g['gap_clusters']:,} "
             f"gap clusters; floors: {'PASS' if g.get('floor_ok') else 'FAIL'}."
+        )
+        out.append("")
+    elif g is not None:  # the review queue's bench writes its own fields (n_queries, suggestions)
+        out.append(
+            f"From Parquet log segments (`results-mining-segments.json`, `{g.get('command')}`): "
+            f"{g['n_queries']:,} searches and {g['n_clicks']:,} clicks, every suggestion kind: "
+            f"mine {g['mine_s']} s, peak {g['mine_peak_rss_mb']} MB, {g['answers']:,} answers, "
+            f"{g['gap_clusters']:,} gap clusters, {g.get('suggestions', 0):,} suggestions; "
+            f"floors: {'PASS' if g.get('floor_ok') else 'FAIL'}."
         )
         out.append("")
     return out
@@ -722,10 +742,9 @@ def section_models(res: Path) -> list[str]:
 def section_summary(res: Path) -> list[str]:
     """The headline figures, each from its section below."""
     rows = []
-    for p in sorted(res.glob("results-*.json")):
-        stem = p.stem.removeprefix("results-")
+    for p, size, label in _stage_files(res):
         r = _load(p)
-        if not r or not stem.isdigit() or r.get("failed"):
+        if not r or r.get("failed"):
             continue
         first = r["first_run"]
         st = {s["stage"]: s for s in first["stages"]}
@@ -740,7 +759,7 @@ def section_summary(res: Path) -> list[str]:
             if r.get("rerun"):
                 tail += f", no-change rerun {_f(r['rerun']['total_wall_s'])} s"
         rows.append(
-            f"- **{int(stem):,} entries**: validate+clean+chunk {vcc:,.1f} s; {tail}; "
+            f"- **{size:,} entries{label}**: validate+clean+chunk {vcc:,.1f} s; {tail}; "
             f"peak RSS {peak:,.0f} MiB."
         )
     for p in sorted(res.glob("results-incremental-*.json")):

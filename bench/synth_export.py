@@ -339,7 +339,9 @@ class Varier:
             sentences = [s.strip() for s in _SENTENCE.findall(answer) if s.strip()]
             # Each variant keeps most, not all, of the sample's sentences: a hundred thousand
             # entries from a few hundred sample entries must not all share one core text.
-            kept = [s for s in sentences if rng.random() < 0.5] or [rng.choice(sentences)]
+            kept = [s for s in sentences if rng.random() < 0.5] or (
+                [rng.choice(sentences)] if sentences else [answer.strip()]  # e.g. "。" alone
+            )
             parts = [self.numbers(self.synonyms(s, 0.5), 0.3) for s in kept]
             if len(parts) > 1 and rng.random() < 0.4:
                 i = rng.randrange(len(parts) - 1)
@@ -678,7 +680,10 @@ def write_export(
                 )
             elif bk == "csv_fields":
                 stem = rng.choice(csv_stems)
-                writers.write(stem, None, raw=_csv_line([row["id"], row["title"], row["answer"]]))
+                # One physical line: a short record spanning lines reads as an unbalanced quote,
+                # which fails the whole file (real multi-line answers, e.g. taipei_faq's).
+                cells = [row["id"], row["title"], row["answer"].replace("\n", " ")]
+                writers.write(stem, None, raw=_csv_line(cells))
             else:
                 if bk == "missing_title":
                     row["title"] = None

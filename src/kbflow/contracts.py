@@ -9,6 +9,7 @@ Row outcomes: every input row ends in exactly one of ``OUTCOMES``.
 from __future__ import annotations
 
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -236,6 +237,26 @@ def table_from_rows(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
         raise ContractError(f"rows do not fit schema: {exc}") from exc
 
 
+#: Rows per piece in ``take_chunked``: 65,536 values stay far below Arrow's 2 GiB per string array.
+TAKE_ROWS = 65_536
+
+
+def take_chunked(
+    values: pa.Array | pa.ChunkedArray, indices: list[int] | pa.Array, type: pa.DataType
+) -> pa.ChunkedArray:
+    """``values.take(indices)`` as a chunked array of ``type``, taken ``TAKE_ROWS`` at a time.
+
+    One ``take`` builds one array, and a string array holds at most 2 GiB: a million entries'
+    answers overflow it ("Take operation overflowed binary array capacity"). ``values`` may be
+    ``large_string``; each piece is cast to ``type``."""
+    idx = indices if isinstance(indices, pa.Array) else pa.array(indices, type=pa.int64())
+    pieces = [
+        values.take(idx.slice(lo, TAKE_ROWS)).cast(type) for lo in range(0, len(idx), TAKE_ROWS)
+    ]
+    chunks = [c for piece in pieces for c in getattr(piece, "chunks", [piece])]
+    return pa.chunked_array(chunks, type=type)
+
+
 def write_table(table: pa.Table, path: Path, schema: pa.Schema) -> Path:
     """Write ``table`` to ``path`` as Parquet with ``schema``, atomically (temp + rename)."""
     if not table.schema.equals(schema, check_metadata=False):
@@ -248,6 +269,60 @@ def write_table(table: pa.Table, path: Path, schema: pa.Schema) -> Path:
     pq.write_table(table, tmp, compression="zstd")
     os.replace(tmp, path)
     return path
+
+
+class TableWriter:
+    """``write_table`` a piece at a time: Parquet with ``schema``, atomically (temp + rename
+    when the ``with`` block ends without an error; the temp file removed when it raises).
+
+    For outputs too large to hold whole (four million passages at a million entries)."""
+
+    def __init__(self, path: Path, schema: pa.Schema) -> None:
+        self.path = path
+        self.schema = schema
+        self.rows = 0
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        self._writer: pq.ParquetWriter | None = None
+        # Arrow encodes and compresses without the GIL: a piece is written on a second thread
+        # while the caller builds the next (one piece in flight, so memory stays bounded).
+        self._pool = ThreadPoolExecutor(max_workers=1)
+        self._pending: Future[None] | None = None
+
+    def __enter__(self) -> TableWriter:
+        self._writer = pq.ParquetWriter(self._tmp, self.schema, compression="zstd")
+        return self
+
+    def write(self, table: pa.Table) -> None:
+        assert self._writer is not None, "use TableWriter in a with block"
+        if not table.schema.equals(self.schema, check_metadata=False):
+            try:
+                table = table.select(self.schema.names).cast(self.schema)
+            except (KeyError, pa.ArrowInvalid, pa.ArrowTypeError, ValueError) as exc:
+                raise ContractError(
+                    f"{self.path.name}: table does not match schema: {exc}"
+                ) from exc
+        if self._pending is not None:
+            self._pending.result()  # raises what the previous write raised
+        self._pending = self._pool.submit(self._writer.write_table, table)
+        self.rows += table.num_rows
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        assert self._writer is not None
+        failed = exc_type is not None
+        try:
+            if self._pending is not None and not failed:
+                self._pending.result()  # the last write's error, if any, fails the file too
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            self._pool.shutdown()  # waits for a write in flight
+            self._writer.close()
+            if failed:
+                self._tmp.unlink(missing_ok=True)
+            else:
+                os.replace(self._tmp, self.path)
 
 
 def read_table(path: Path, schema: pa.Schema) -> pa.Table:

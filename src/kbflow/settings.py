@@ -42,6 +42,9 @@ class CleanSettings(BaseModel):
     """Exact Jaccard (title + answer shingles) at or above which two entries are merged."""
     lsh_bands: int = 0
     lsh_rows: int = 0
+    lsh_max_bucket: int = Field(128, ge=2)
+    """LSH buckets with more entries than this (a family of templated entries) are split by a
+    second band instead of compared all pairs with all: clean time stays linear in the KB."""
     expiry_phrases: bool = True
 
     @model_validator(mode="after")

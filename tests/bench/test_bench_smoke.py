@@ -165,3 +165,50 @@ def test_export_is_deterministic(run: tuple[dict[str, Any], dict[str, Any], Path
     first = {p.name: p.read_bytes() for p in export_dir.iterdir() if not p.name.startswith(".")}
     second = {p.name: p.read_bytes() for p in again.iterdir() if not p.name.startswith(".")}
     assert first == second and first
+
+
+def test_million_entry_floors_are_judged_on_validate_clean_chunk(
+    run: tuple[dict[str, Any], dict[str, Any], Path],
+) -> None:
+    # The issue-19 floors (<= 180 s and <= 6 GiB for validate+clean+chunk) apply from 1M rows:
+    # the small run's own stage records, scaled as a 1M run that stopped after chunk would be.
+    bench = sys.modules["bench_stages"]
+    _, res, _ = run
+    big = json.loads(json.dumps(res))
+    big["export"]["entries"] = 1_000_000
+    big["rerun"] = None
+    stages = {s["stage"]: s for s in big["first_run"]["stages"]}
+    for name, wall, peak in (
+        ("validate", 50.0, 3100.0),
+        ("clean", 80.0, 5400.0),
+        ("chunk", 55.0, 4500.0),
+    ):
+        stages[name]["wall_s"], stages[name]["process_peak_rss_mib"] = wall, peak
+    floors = {f["name"]: f for f in bench.evaluate_floors(big)}
+    assert floors["validate+clean+chunk wall time at 1M entries"]["value"] == 185.0
+    assert floors["validate+clean+chunk wall time at 1M entries"]["passed"] is False
+    assert floors["validate+clean+chunk peak RSS at 1M entries"]["passed"] is True
+    stages["clean"]["wall_s"] = 70.0
+    stages["clean"]["process_peak_rss_mib"] = 6200.0
+    floors = {f["name"]: f for f in bench.evaluate_floors(big)}
+    assert floors["validate+clean+chunk wall time at 1M entries"]["passed"] is True
+    assert floors["validate+clean+chunk peak RSS at 1M entries"]["passed"] is False
+
+
+def test_realistic_seeds_add_the_real_chinese_kbs(
+    run: tuple[dict[str, Any], dict[str, Any], Path],
+) -> None:
+    bench = sys.modules["bench_stages"]
+    if not all((bench.SHARED_DATA / k / "export" / "kb.jsonl").is_file() for k in bench.REAL_KBS):
+        pytest.skip(f"{bench.SHARED_DATA} is absent: --realistic needs the shared datasets")
+    _, _, tmp = run
+    from synth_export import load_seeds
+
+    seeds = bench.realistic_seeds(SAMPLE, tmp / "seeds")
+    faq, _, families, _ = load_seeds(seeds, bench.RUN_DATE)
+    sample_faq, _, _, _ = load_seeds(SAMPLE, bench.RUN_DATE)
+    assert set(bench.REAL_KBS) <= set(families)
+    # Thousands of distinct seeds instead of the sample's few hundred: a million entries are
+    # ~200 variants per seed, not ~4,000.
+    assert len(faq) > 10 * len(sample_faq) > 2000
+    assert not any(p.is_symlink() for p in seeds.iterdir())

@@ -39,6 +39,9 @@ def apply_overlay(
 ) -> tuple[pa.Table, dict[str, int], list[dict[str, Any]]]:
     """``entries`` (``CLEAN_ENTRY``) with the accepted questions added; the counts per outcome
     and one row per change (``suggestion_id, entry_id, text, outcome, applied_to``)."""
+    changes = list(changes)
+    if not changes:  # most nights: nothing to fold, and folding a million entries costs ~30 s
+        return entries, {"applied": 0, "retired": 0, "dropped": 0}, []
     ids = entries.column("entry_id").to_pylist()
     pos = {e: i for i, e in enumerate(ids)}
     for i, merged in enumerate(entries.column("merged_ids").to_pylist()):
@@ -46,7 +49,13 @@ def apply_overlay(
             pos.setdefault(m, i)
     titles = entries.column("title").to_pylist()
     similar = [list(q or []) for q in entries.column("similar_questions").to_pylist()]
-    known = [{fold(t)} | {fold(q) for q in qs} for t, qs in zip(titles, similar, strict=True)]
+    folded: dict[int, set[str]] = {}  # only the entries a change touches
+
+    def known(at: int) -> set[str]:
+        if at not in folded:
+            folded[at] = {fold(titles[at])} | {fold(q) for q in similar[at]}
+        return folded[at]
+
     counts = {"applied": 0, "retired": 0, "dropped": 0}
     rows: list[dict[str, Any]] = []
     for c in changes:
@@ -54,11 +63,11 @@ def apply_overlay(
         key = fold(c["text"])
         if at is None:
             outcome, target = "dropped", None
-        elif key in known[at]:
+        elif key in known(at):
             outcome, target = "retired", ids[at]
         else:
             similar[at].append(c["text"])
-            known[at].add(key)
+            known(at).add(key)
             outcome, target = "applied", ids[at]
         counts[outcome] += 1
         rows.append(

@@ -24,13 +24,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from kbflow.contracts import PASSAGE
+from kbflow.contracts import PASSAGE, take_chunked
 from kbflow.errors import ContractError
 from kbflow.settings import ChunkSettings
 
@@ -480,30 +480,24 @@ def chunk_entry(entry: dict[str, Any], settings: ChunkSettings) -> list[dict[str
     return passages
 
 
-def chunk_entries(entries: pa.Table, settings: ChunkSettings) -> pa.Table:
-    """Chunk a ``CLEAN_ENTRY`` table into a ``PASSAGE`` table (schema exact).
+#: Entries chunked at a time by ``chunk_entries``.
+SLICE_ENTRIES = 50_000
 
-    Gives the same passages as ``chunk_entry`` on each row, in entry order, each entry's
-    passages in ordinal order. Pure and deterministic, so a rerun gives the same ids and
-    hashes. Raises ``ContractError`` when a needed column is missing or an entry id is
-    missing or repeated (passage ids would collide).
-    """
-    needed = ["entry_id", "title", "answer", "similar_questions"]
-    missing = [c for c in needed if c not in entries.column_names]
-    if missing:
-        raise ContractError(f"chunk input lacks columns {missing}")
-    ids, titles, answers, questions = (entries.column(c).to_pylist() for c in needed)
-    if None in ids or "" in ids:
-        raise ContractError("chunk input has an entry without entry_id")
-    if len(set(ids)) != len(ids):
-        raise ContractError("chunk input repeats an entry_id; passage ids would collide")
 
+def _chunk_slice(
+    entries: pa.Table, settings: ChunkSettings, stats: dict[str, int], kinds: dict[str, int]
+) -> tuple[pa.Table, pa.Table]:
+    """``PASSAGE`` rows of a slice of entries, and their fingerprint keys (``passage_slices``);
+    ``stats`` (long entries, max tokens) and ``kinds`` (passages per kind) are added to."""
+    ids, titles, answers, questions = (
+        entries.column(c).to_pylist() for c in ("entry_id", "title", "answer", "similar_questions")
+    )
     n = len(ids)
     passage_ids: list[str] = []
     faiss_ids: list[int] = []
     entry_ids: list[str] = []
     ordinals: list[int] = []
-    kinds: list[str] = []
+    kind_col: list[str] = []
     passage_titles: list[str] = []
     heading_paths: list[str] = []
     texts: list[bytes] = []
@@ -512,13 +506,13 @@ def chunk_entries(entries: pa.Table, settings: ChunkSettings) -> pa.Table:
     # take them from there rather than encode every answer again (the costliest step at 100k).
     display_index: list[int] = []
     own_displays: list[str] = []
-    long_entries = max_tokens = 0
+    max_tokens = stats["max_tokens"]
     for i, (entry_id, title, answer, qs) in enumerate(
         zip(ids, titles, answers, questions, strict=True)
     ):
         title = title or ""
         parts = _entry_parts(title, answer or "", qs, settings)
-        long_entries += parts[0][0] == "section"
+        stats["long"] += parts[0][0] == "section"
         for ordinal, (kind, heading_path, text, display) in enumerate(parts):
             passage_id = f"{entry_id}:{ordinal}"
             encoded = text.encode()
@@ -526,7 +520,7 @@ def chunk_entries(entries: pa.Table, settings: ChunkSettings) -> pa.Table:
             faiss_ids.append(passage_faiss_id(passage_id))
             entry_ids.append(entry_id)
             ordinals.append(ordinal)
-            kinds.append(kind)
+            kind_col.append(kind)
             passage_titles.append(title)
             heading_paths.append(heading_path)
             texts.append(encoded)
@@ -539,13 +533,17 @@ def chunk_entries(entries: pa.Table, settings: ChunkSettings) -> pa.Table:
             else:
                 display_index.append(2 * n + len(own_displays))
                 own_displays.append(display)
+    stats["max_tokens"] = max_tokens
+    for kind in kind_col:
+        kinds[kind] = kinds.get(kind, 0) + 1
 
-    answer_col = pc.fill_null(entries.column("answer").combine_chunks(), "")
+    # large_string: a slice's answers may pass the 2 GiB a string array holds.
+    answer_col = pc.fill_null(entries.column("answer").cast(pa.large_string()).combine_chunks(), "")
     display_pool = pa.concat_arrays(
         [
             answer_col,
             pc.utf8_slice_codeunits(answer_col, 0, QUESTION_DISPLAY_CHARS),
-            pa.array(own_displays, type=pa.string()),
+            pa.array(own_displays, type=pa.large_string()),
         ]
     )
     table = pa.Table.from_arrays(
@@ -554,25 +552,87 @@ def chunk_entries(entries: pa.Table, settings: ChunkSettings) -> pa.Table:
             pa.array(faiss_ids, type=pa.int64()),
             pa.array(entry_ids, type=pa.string()),
             pa.array(ordinals, type=pa.int32()),
-            pa.array(kinds, type=pa.string()),
+            pa.array(kind_col, type=pa.string()),
             pa.array(passage_titles, type=pa.string()),
             pa.array(heading_paths, type=pa.string()),
             pa.array(texts, type=pa.binary()).cast(pa.string()),
-            display_pool.take(pa.array(display_index, type=pa.int64())),
+            take_chunked(display_pool, display_index, pa.string()),
             pa.array(text_hashes, type=pa.string()),
         ],
         schema=PASSAGE,
     )
+    # What the stage's fingerprint reads: id, text hash and each display's sha256, hashed once
+    # per distinct display (an entry's question passages share one answer head).
+    digest_of: dict[int, str] = {}
+    digests: list[str] = []
+    for at, display in zip(display_index, table.column("display").to_pylist(), strict=True):
+        digest = digest_of.get(at)
+        if digest is None:
+            digest = digest_of[at] = hashlib.sha256(display.encode()).hexdigest()
+        digests.append(digest)
+    keys = pa.table(
+        {
+            "id": table.column("passage_id"),
+            "th": table.column("text_hash"),
+            "d": pa.array(digests, pa.string()),
+        }
+    )
+    return table, keys
+
+
+def passage_slices(
+    entries: pa.Table, settings: ChunkSettings, stats: dict[str, int], kinds: dict[str, int]
+) -> Iterator[tuple[pa.Table, pa.Table]]:
+    """``chunk_entries``' passages as ``PASSAGE`` tables of ``SLICE_ENTRIES`` entries each, in
+    order, each with its fingerprint keys (``id``, ``th`` = text hash, ``d`` = the display's
+    sha256: what ``kbflow.chunk.stage.fingerprint`` reads). A million entries give four million
+    passages, and holding them all as Python objects took 11 GB; a caller that writes each slice
+    as it comes holds one. ``stats`` (``long`` entries, ``max_tokens``) and ``kinds`` (passages
+    per kind) are added to. The caller checks the entry ids (``check_entry_ids``)."""
+    for lo in range(0, entries.num_rows, SLICE_ENTRIES):
+        yield _chunk_slice(entries.slice(lo, SLICE_ENTRIES), settings, stats, kinds)
+
+
+def check_entry_ids(entries: pa.Table) -> None:
+    """Raise ``ContractError`` when a needed column is missing, or an entry id is missing or
+    repeated (passage ids would collide)."""
+    missing = [c for c in CHUNK_COLUMNS if c not in entries.column_names]
+    if missing:
+        raise ContractError(f"chunk input lacks columns {missing}")
+    ids = entries.column("entry_id")
+    if ids.null_count or pc.any(pc.equal(ids, "")).as_py():
+        raise ContractError("chunk input has an entry without entry_id")
+    if pc.count_distinct(ids).as_py() != len(ids):
+        raise ContractError("chunk input repeats an entry_id; passage ids would collide")
+
+
+CHUNK_COLUMNS = ("entry_id", "title", "answer", "similar_questions")
+
+
+def chunk_entries(entries: pa.Table, settings: ChunkSettings) -> pa.Table:
+    """Chunk a ``CLEAN_ENTRY`` table into a ``PASSAGE`` table (schema exact).
+
+    Gives the same passages as ``chunk_entry`` on each row, in entry order, each entry's
+    passages in ordinal order. Pure and deterministic, so a rerun gives the same ids and
+    hashes. Raises ``ContractError`` when a needed column is missing or an entry id is
+    missing or repeated (passage ids would collide).
+    """
+    check_entry_ids(entries)
+    stats = {"long": 0, "max_tokens": 0}
+    kinds: dict[str, int] = {}
+    pieces = [table for table, _ in passage_slices(entries, settings, stats, kinds)]
+    table = pa.concat_tables(pieces) if pieces else PASSAGE.empty_table()
+    n, long_entries, max_tokens = entries.num_rows, stats["long"], stats["max_tokens"]
     logger.info(
         "chunk: %d entries (%d long) -> %d passages (answer=%d section=%d question=%d "
         "title=%d), max tokens %d (budget %d)",
         n,
         long_entries,
         table.num_rows,
-        kinds.count("answer"),
-        kinds.count("section"),
-        kinds.count("question"),
-        kinds.count("title"),
+        kinds.get("answer", 0),
+        kinds.get("section", 0),
+        kinds.get("question", 0),
+        kinds.get("title", 0),
         max_tokens,
         settings.max_tokens,
     )

@@ -10,11 +10,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from kbflow.chunk.overlay import apply_overlay
-from kbflow.chunk.passages import chunk_entries
+from kbflow.chunk.passages import check_entry_ids, passage_slices
 from kbflow.contracts import (
     CLEAN_ENTRY,
     OVERLAY_ROW,
     PASSAGE,
+    TableWriter,
     read_table,
     write_table,
 )
@@ -37,14 +38,20 @@ def chunk_stage(home: DataHome, run_id: str, settings: Settings) -> Chunked:
                 write_table(
                     pa.Table.from_pylist(rows, OVERLAY_ROW), folder / "overlay.parquet", OVERLAY_ROW
                 )
-        passages = chunk_entries(entries, settings.chunk)
-        write_table(passages, folder / "passages.parquet", PASSAGE)
-        kinds = pc.value_counts(passages.column("kind")).to_pylist() if passages.num_rows else []
+        # Written a slice at a time: four million passages held whole took ~5 GB.
+        check_entry_ids(entries)
+        stats = {"long": 0, "max_tokens": 0}
+        kinds: dict[str, int] = {}
+        keys: list[pa.Table] = []
+        with TableWriter(folder / "passages.parquet", PASSAGE) as out:
+            for piece, piece_keys in passage_slices(entries, settings.chunk, stats, kinds):
+                out.write(piece)
+                keys.append(piece_keys)
         return {
             "entries": entries.num_rows,
-            "passages": passages.num_rows,
-            "by_kind": {k["values"]: k["counts"] for k in kinds},
-            "fingerprint": passages_fingerprint(passages),
+            "passages": out.rows,
+            "by_kind": kinds,
+            "fingerprint": fingerprint(keys),
             "overlay": overlay,
         }
 
@@ -52,17 +59,48 @@ def chunk_stage(home: DataHome, run_id: str, settings: Settings) -> Chunked:
 
 
 def passages_fingerprint(passages: pa.Table) -> str:
-    pairs = sorted(
-        zip(
-            passages.column("passage_id").to_pylist(),
-            passages.column("text_hash").to_pylist(),
-            passages.column("display").to_pylist(),
-            strict=True,
+    """sha256 over the passages in passage-id order: id, text hash and display's sha256 each."""
+    return fingerprint([fingerprint_keys(passages)])
+
+
+def fingerprint_keys(passages: pa.Table) -> pa.Table:
+    """What the fingerprint reads of some passages: id, text hash and the display's sha256
+    (small: the displays themselves are not kept)."""
+    step = 65_536
+    digests = [
+        pa.array(
+            [
+                hashlib.sha256((d or "").encode()).hexdigest()
+                for d in passages.column("display").slice(lo, step).to_pylist()
+            ],
+            pa.string(),
         )
+        for lo in range(0, passages.num_rows, step)
+    ]
+    return pa.table(
+        {
+            "id": passages.column("passage_id"),
+            "th": passages.column("text_hash"),
+            "d": pa.chunked_array(digests, type=pa.string()),
+        }
     )
+
+
+def fingerprint(keys: list[pa.Table]) -> str:
+    """``passages_fingerprint`` of the passages whose ``fingerprint_keys`` are ``keys``: sorted
+    by id in Arrow (UTF-8 byte order is code-point order, as Python sorts strings), hashed a
+    slice at a time."""
+    keyed = pa.concat_tables(keys) if keys else pa.table({"id": [], "th": [], "d": []})
+    keyed = keyed.take(pc.sort_indices(keyed.column("id")))
     h = hashlib.sha256()
-    for pid, th, disp in pairs:
-        h.update(
-            f"{pid}\x1f{th}\x1f{hashlib.sha256((disp or '').encode()).hexdigest()}\x1e".encode()
-        )
+    step = 65_536
+    for lo in range(0, keyed.num_rows, step):
+        part = keyed.slice(lo, step)
+        for pid, th, digest in zip(
+            part.column("id").to_pylist(),
+            part.column("th").to_pylist(),
+            part.column("d").to_pylist(),
+            strict=True,
+        ):
+            h.update(f"{pid}\x1f{th}\x1f{digest}\x1e".encode())
     return h.hexdigest()

@@ -23,6 +23,7 @@ from __future__ import annotations
 import gc
 import logging
 import math
+import time
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -30,18 +31,24 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from kbflow.clean.expiry import find_expiry, find_not_yet_effective, parse_date
+from kbflow.clean.expiry import find_expiry, find_not_yet_effective, names_a_year, parse_date
 from kbflow.clean.minhash import (
     _jaccard,
     _shingle_codes,
     _UnionFind,
-    estimated_jaccard,
-    lsh_candidate_pairs,
     minhash_signatures,
-    screen_margin,
+    screen_floor,
+    screened_candidates,
 )
 from kbflow.clean.normalize import hash_normalized, normalize_text, shingle_text
-from kbflow.contracts import CLEAN_ENTRY, DEDUP_MERGE, RAW_ROW, ROW_OUTCOME, STALE_ENTRY
+from kbflow.contracts import (
+    CLEAN_ENTRY,
+    DEDUP_MERGE,
+    RAW_ROW,
+    ROW_OUTCOME,
+    STALE_ENTRY,
+    take_chunked,
+)
 from kbflow.errors import AccountingError, ContractError
 from kbflow.settings import CleanSettings
 
@@ -126,6 +133,27 @@ def _clean_similar(
     return out
 
 
+_SIGNATURE_SLICE = 65_536
+
+#: Columns copied unchanged from a canonical row to its entry.
+_PASSTHROUGH = ("tags", "updated_at", "effective_from", "expires_at", "lang", "metadata")
+_DECIDING = ("updated_at", "effective_from", "expires_at")  # read as well as copied
+
+
+class _Phases:
+    """Progress of a long clean: one log line per phase with its seconds (a million entries
+    take minutes)."""
+
+    def __init__(self, rows: int) -> None:
+        self.rows = rows
+        self.last = time.perf_counter()
+
+    def done(self, what: str) -> None:
+        now = time.perf_counter()
+        log.info("clean: %s (%d rows, %.1f s)", what, self.rows, now - self.last)
+        self.last = now
+
+
 def _table(columns: dict[str, list[Any]], schema: pa.Schema) -> pa.Table:
     return pa.Table.from_pydict({f.name: columns[f.name] for f in schema}, schema=schema)
 
@@ -170,18 +198,23 @@ def _clean_rows(rows: pa.Table, run_date: date, settings: CleanSettings) -> Clea
     if missing:
         raise ContractError(f"clean: input lacks columns {missing}")
     n = rows.num_rows
+    timer = _Phases(n)
+    # Columns the decisions read, as Python lists; the ones only copied to the entries
+    # (``_PASSTHROUGH``) stay in Arrow and are taken for the canonical rows at the end.
     col = {
         name: rows.column(name).to_pylist()
         for name in RAW_ROW.names
-        if name not in ("source_file", "source_line")
+        if name not in ("source_file", "source_line", *_PASSTHROUGH) or name in _DECIDING
     }
     ids: list[str] = col["id"]
     row_ids: list[int] = col["row_id"]
 
-    titles = [normalize_text(t) for t in col["title"]]
-    answers = [normalize_text(a) for a in col["answer"]]
+    titles = [normalize_text(t) for t in col.pop("title")]
+    answers = [normalize_text(a) for a in col.pop("answer")]
     blank = [0]
-    similar = [_clean_similar(q, titles[i], blank) for i, q in enumerate(col["similar_questions"])]
+    similar = [
+        _clean_similar(q, titles[i], blank) for i, q in enumerate(col.pop("similar_questions"))
+    ]
     category_of: dict[str | None, str | None] = {}  # few distinct categories
     categories = [
         category_of[c] if c in category_of else category_of.setdefault(c, normalize_text(c) or None)
@@ -190,20 +223,24 @@ def _clean_rows(rows: pa.Table, run_date: date, settings: CleanSettings) -> Clea
 
     outcome: list[tuple[str, str, str | None] | None] = [None] * n
     stale_rows: list[tuple[int, str, str, str]] = []  # (row, reason, evidence, stale_since)
+    timer.done("normalised")
     live: list[int] = []
     for i in range(n):
         status = (col["status"][i] or "").strip().lower() or "published"
         if status != "published":
             outcome[i] = ("unpublished", f"status:{status}", None)
             continue
-        text = f"{titles[i]}\n{answers[i]}"
         effective = _field_date(col["effective_from"][i], "effective_from", row_ids[i], ids[i])
         if effective is not None and effective > run_date:
             evidence = f"effective_from={col['effective_from'][i]}"
             outcome[i] = ("unpublished", "not_yet_effective", evidence)
             stale_rows.append((i, "effective_from", evidence, effective.isoformat()))
             continue
-        hit = find_not_yet_effective(text, run_date) if settings.expiry_phrases else None
+        # A year cannot span the line break joining title and answer: most rows name none and
+        # skip the joined text and both phrase scans.
+        dated = settings.expiry_phrases and (names_a_year(titles[i]) or names_a_year(answers[i]))
+        text = f"{titles[i]}\n{answers[i]}" if dated else ""
+        hit = find_not_yet_effective(text, run_date) if dated else None
         if hit is not None:
             outcome[i] = ("unpublished", "not_yet_effective", hit.evidence)
             stale_rows.append((i, "effective_from", hit.evidence, hit.stale_since))
@@ -214,13 +251,14 @@ def _clean_rows(rows: pa.Table, run_date: date, settings: CleanSettings) -> Clea
             outcome[i] = ("stale", "expired:expires_at", evidence)
             stale_rows.append((i, "expires_at", evidence, expires.isoformat()))
             continue
-        hit = find_expiry(text, run_date) if settings.expiry_phrases else None
+        hit = find_expiry(text, run_date) if dated else None
         if hit is not None:
             outcome[i] = ("stale", "expired:date_phrase", hit.evidence)
             stale_rows.append((i, "date_phrase", hit.evidence, hit.stale_since))
             continue
         live.append(i)
 
+    timer.done("dates checked")
     hashes: dict[int, str] = {i: hash_normalized(titles[i], answers[i]) for i in live}
     rank_cache: dict[int, tuple[float, int, str]] = {}
 
@@ -233,41 +271,71 @@ def _clean_rows(rows: pa.Table, run_date: date, settings: CleanSettings) -> Clea
         return key
 
     # 4. exact duplicates
-    exact_groups: dict[str, list[int]] = {}
+    # Groups are kept only for content that repeats: one list per row cost ~200 MB at 1M rows.
+    first_of: dict[str, int] = {}
+    repeated: dict[str, list[int]] = {}
     for i in live:
-        exact_groups.setdefault(hashes[i], []).append(i)
-    reps: list[int] = []  # one per distinct content, the best-ranked row of its group
-    members_of: dict[int, list[int]] = {}
-    for group in exact_groups.values():
-        rep = min(group, key=rank) if len(group) > 1 else group[0]
-        reps.append(rep)
+        j = first_of.setdefault(hashes[i], i)
+        if j != i:
+            repeated.setdefault(hashes[i], [j]).append(i)
+    members_of: dict[int, list[int]] = {}  # rows of a representative whose content repeats
+    for h, group in repeated.items():
+        rep = first_of[h] = min(group, key=rank)
         members_of[rep] = group
-    reps.sort()
+    reps = sorted(first_of.values())  # one per distinct content, the best-ranked row
+    del first_of, repeated
 
+    timer.done("exact duplicates grouped")
     # 5. near duplicates among the representatives
     k = settings.shingle_size
-    stexts = [shingle_text(f"{titles[i]}\n{answers[i][:ANSWER_PREFIX_CHARS]}") for i in reps]
-    usable = [p for p, t in enumerate(stexts) if t]
+
+    def stext(p: int) -> str:
+        i = reps[p]
+        return shingle_text(f"{titles[i]}\n{answers[i][:ANSWER_PREFIX_CHARS]}")
+
+    # Signatures a slice at a time: the shingle texts of a million entries would hold ~0.8 GB
+    # for the whole stage; the few that the exact check needs are made again.
+    sig = np.empty((len(reps), settings.num_perm), dtype=np.uint32)
+    usable: list[int] = []
+    for lo in range(0, len(reps), _SIGNATURE_SLICE):
+        texts = [stext(p) for p in range(lo, min(lo + _SIGNATURE_SLICE, len(reps)))]
+        keep = [lo + q for q, t in enumerate(texts) if t]
+        if keep:
+            at = len(usable)
+            sig[at : at + len(keep)] = minhash_signatures(
+                [t for t in texts if t], k, settings.num_perm
+            )
+            usable.extend(keep)
+    sig = sig[: len(usable)]
     uf = _UnionFind(len(reps))
     shingle_codes: dict[int, np.ndarray] = {}
 
     def shingles(p: int) -> np.ndarray:
         codes = shingle_codes.get(p)
         if codes is None:
-            codes = shingle_codes[p] = _shingle_codes(stexts[p], k)
+            codes = shingle_codes[p] = _shingle_codes(stext(p), k)
         return codes
 
     n_candidates = n_screened = n_verified = 0
     if len(usable) > 1:
-        sig = minhash_signatures([stexts[p] for p in usable], k, settings.num_perm)
-        pairs = lsh_candidate_pairs(sig, settings.lsh_bands, settings.lsh_rows)
-        n_candidates = len(pairs)
         # Most LSH candidates are far below the threshold (a 100k KB gives ~0.5M of them, mostly
-        # at Jaccard < 0.2); the MinHash estimate drops those before the exact check, which
-        # costs ~30 us a pair on long answers. Every merge is still decided by exact Jaccard.
-        floor = settings.near_dup_threshold - screen_margin(settings.num_perm)
-        pairs = pairs[estimated_jaccard(sig, pairs) >= floor]
+        # at Jaccard < 0.2); the MinHash estimate drops those as they are generated, before the
+        # exact check, which costs ~30 us a pair on long answers. Every merge is still decided by
+        # exact Jaccard. Large buckets are split (``settings.lsh_max_bucket``), their leaders
+        # picked by content hash so that the input order does not matter.
+        floor = screen_floor(settings.near_dup_threshold, settings.num_perm)
+        tiebreak = np.array([int(hashes[reps[p]][:16], 16) for p in usable], dtype=np.uint64)
+        pairs, n_candidates = screened_candidates(
+            sig,
+            settings.lsh_bands,
+            settings.lsh_rows,
+            floor=floor,
+            max_bucket=settings.lsh_max_bucket,
+            tiebreak=tiebreak,
+        )
+        del sig
         n_screened = len(pairs)
+        timer.done(f"MinHash LSH: {n_candidates} candidate pairs, {len(pairs)} to check")
         for a, b in pairs.tolist():
             pi, pj = usable[a], usable[b]
             if uf.find(pi) == uf.find(pj):
@@ -275,6 +343,7 @@ def _clean_rows(rows: pa.Table, run_date: date, settings: CleanSettings) -> Clea
             if _jaccard(shingles(pi), shingles(pj)) >= settings.near_dup_threshold:
                 n_verified += 1
                 uf.union(pi, pj)
+    timer.done(f"near duplicates checked ({n_verified} pairs merged)")
     clusters: dict[int, list[int]] = {}
     for p in range(len(reps)):
         clusters.setdefault(uf.find(p), []).append(p)
@@ -285,7 +354,7 @@ def _clean_rows(rows: pa.Table, run_date: date, settings: CleanSettings) -> Clea
     canon_rows: list[tuple[int, list[int]]] = []
     unique = ("indexed", "unique", None)
     for cluster in clusters.values():
-        if len(cluster) == 1 and len(members_of[reps[cluster[0]]]) == 1:  # most entries
+        if len(cluster) == 1 and reps[cluster[0]] not in members_of:  # most entries
             outcome[reps[cluster[0]]] = unique
             canon_rows.append((reps[cluster[0]], []))
             continue
@@ -293,7 +362,7 @@ def _clean_rows(rows: pa.Table, run_date: date, settings: CleanSettings) -> Clea
         canon = reps[canon_p]
         merged: list[tuple[int, int]] = []  # (row, position of its representative)
         for p in cluster:
-            merged.extend((m, p) for m in members_of[reps[p]] if m != canon)
+            merged.extend((m, p) for m in members_of.get(reps[p], (reps[p],)) if m != canon)
         merged.sort(key=lambda mp: rank(mp[0]))
         for m, p in merged:
             if hashes[m] == hashes[canon]:
@@ -323,10 +392,7 @@ def _clean_rows(rows: pa.Table, run_date: date, settings: CleanSettings) -> Clea
         entry_cols["answer"].append(answers[canon])
         entry_cols["similar_questions"].append(questions)
         entry_cols["category"].append(categories[canon])
-        entry_cols["tags"].append(col["tags"][canon])
         entry_cols["status"].append("published")
-        for name in ("updated_at", "effective_from", "expires_at", "lang", "metadata"):
-            entry_cols[name].append(col[name][canon])
         entry_cols["content_hash"].append(hashes[canon])
         entry_cols["row_id"].append(row_ids[canon])
         entry_cols["merged_ids"].append([ids[m] for m in merged_rows])
@@ -354,6 +420,18 @@ def _clean_rows(rows: pa.Table, run_date: date, settings: CleanSettings) -> Clea
         },
         STALE_ENTRY,
     )
+    # The entries last, a column at a time, each list dropped once it is in Arrow.
+    titles.clear()  # the entries' own strings live on in entry_cols
+    answers.clear()
+    similar.clear()
+    canon_at = pa.array([canon for canon, _ in canon_rows], pa.int64())
+    arrays = []
+    for f in CLEAN_ENTRY:
+        if f.name in _PASSTHROUGH:
+            arrays.append(take_chunked(rows.column(f.name), canon_at, f.type))
+        else:
+            arrays.append(pa.array(entry_cols.pop(f.name), f.type))
+    entries = pa.Table.from_arrays(arrays, schema=CLEAN_ENTRY)
     if any(o is None for o in outcome):  # pragma: no cover - a bug, not a data problem
         lost = [row_ids[i] for i, o in enumerate(outcome) if o is None][:5]
         raise AccountingError(f"clean: rows without an outcome: {lost}")
@@ -397,7 +475,7 @@ def _clean_rows(rows: pa.Table, run_date: date, settings: CleanSettings) -> Clea
         n_verified,
     )
     return CleanResult(
-        entries=_table(entry_cols, CLEAN_ENTRY),
+        entries=entries,
         merges=merges,
         stale=stale,
         outcomes=outcomes,

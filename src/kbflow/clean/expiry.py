@@ -21,7 +21,7 @@ from kbflow.clean.normalize import nfkc
 log = logging.getLogger(__name__)
 
 
-__all__ = ["ExpiryHit", "find_expiry", "find_not_yet_effective", "parse_date"]
+__all__ = ["ExpiryHit", "find_expiry", "find_not_yet_effective", "names_a_year", "parse_date"]
 
 
 @dataclass(frozen=True)
@@ -258,6 +258,12 @@ _EFF_EN_PREFIX_RE = re.compile(
 
 
 _EFF_PREFIX_WINDOW = 48
+
+
+def names_a_year(text: str) -> bool:
+    """Whether NFKC ``text`` names a year at all: without one neither ``find_expiry`` nor
+    ``find_not_yet_effective`` can find anything (one regex search instead of two scans)."""
+    return _YEAR_RE.search(text) is not None
 
 
 def _scan(text: str) -> tuple[str, list[tuple[int, int]]] | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +48,32 @@ class ValidateResult:
     counts: dict[str, int] = field(default_factory=dict)
 
 
+_SLICE_ROWS = 50_000
+
+#: What can turn into markup, before or after NFKC ("&", "<" and their full-width and small forms).
+_MARKUP = re.compile("[&<\ufe60\ufe64\uff06\uff1c]")
+_WORD = re.compile(r"\w")
+#: No character's NFKC form is longer than 18 characters (U+FDFA).
+_NFKC_MAX_GROWTH = 18
+
+
+def _checked_length(text: str | None, max_chars: int) -> int:
+    """The length the 1..``max_chars`` check reads: ``normalize_text(text)``'s, or the raw one
+    where the verdict cannot differ, which saves normalising most answers (~20 s at a million
+    rows; the clean stage normalises them anyway): no markup to strip, a word character (which
+    normalisation always keeps, checked over every code point), and short enough that NFKC's
+    widest expansion stays within ``max_chars``."""
+    if not text:
+        return 0
+    if (
+        _NFKC_MAX_GROWTH * len(text) <= max_chars
+        and _WORD.search(text) is not None
+        and _MARKUP.search(text) is None
+    ):
+        return len(text)
+    return len(normalize_text(text))
+
+
 def _date_ok(value: str | None) -> bool:
     if value is None:
         return True
@@ -61,16 +88,26 @@ def _frame(rows: pa.Table, settings: ValidateSettings) -> Any:
     """The DataFrame the suite runs on: raw columns plus derived check columns."""
     import pandas as pd
 
-    titles = rows.column("title").to_pylist()
-    answers = rows.column("answer").to_pylist()
+    # Text lengths slice by slice: a million rows' titles and answers as Python strings at once
+    # would cost ~1 GB for two integers a row.
+    title_chars: list[int] = []
+    answer_chars: list[int] = []
+    for lo in range(0, rows.num_rows, _SLICE_ROWS):
+        part = rows.slice(lo, _SLICE_ROWS)
+        title_chars.extend(
+            _checked_length(t, settings.max_title_chars) for t in part.column("title").to_pylist()
+        )
+        answer_chars.extend(
+            _checked_length(a, settings.max_answer_chars) for a in part.column("answer").to_pylist()
+        )
     data: dict[str, Any] = {
         "row_id": rows.column("row_id").to_pylist(),
         "id": [None if (v is None or not v.strip()) else v for v in rows.column("id").to_pylist()],
         "status": [
             None if s is None else s.strip().lower() for s in rows.column("status").to_pylist()
         ],
-        "title_chars": [len(normalize_text(t)) if t else 0 for t in titles],
-        "answer_chars": [len(normalize_text(a)) if a else 0 for a in answers],
+        "title_chars": title_chars,
+        "answer_chars": answer_chars,
     }
     for col in DATE_COLUMNS:
         data[f"{col}_parseable"] = [_date_ok(v) for v in rows.column(col).to_pylist()]
@@ -215,14 +252,27 @@ def validate_rows(
 
     quarantine_rows: list[dict[str, Any]] = []
     keep_ids: list[int] = []
-    by_id: dict[str, list[dict[str, Any]]] = {}
-    for row in rows.to_pylist():
-        rid = row["row_id"]
+    # Ids and row ids only: whole rows (a million of them as dicts took ~3 GB) are read for the
+    # few rows that are quarantined or share an id.
+    by_pos: dict[str, list[int]] = {}
+    bad_pos: list[int] = []
+    row_ids = rows.column("row_id").to_pylist()
+    for pos, (rid, entry_id) in enumerate(zip(row_ids, rows.column("id").to_pylist(), strict=True)):
         if rid in bad:
-            exp, detail = bad[rid]
-            quarantine_rows.append(_qrow(row, exp, detail))
-            continue
-        by_id.setdefault(row["id"].strip(), []).append(row)
+            bad_pos.append(pos)
+        else:
+            by_pos.setdefault(entry_id.strip(), []).append(pos)
+    for row in _rows_at(rows, bad_pos):
+        exp, detail = bad[row["row_id"]]
+        quarantine_rows.append(_qrow(row, exp, detail))
+    shared = [pos for group in by_pos.values() if len(group) > 1 for pos in group]
+    row_of = dict(zip(shared, _rows_at(rows, shared), strict=True))
+    by_id: dict[str, list[dict[str, Any]]] = {
+        entry_id: [row_of[pos] for pos in group]
+        if len(group) > 1
+        else [{"row_id": row_ids[group[0]]}]
+        for entry_id, group in by_pos.items()
+    }
 
     outcome_rows: list[dict[str, Any]] = []
     merge_rows: list[dict[str, Any]] = []
@@ -308,6 +358,13 @@ def validate_rows(
 
 
 _MIN_DATE = parse_date("1900-01-01")
+
+
+def _rows_at(rows: pa.Table, positions: list[int]) -> list[dict[str, Any]]:
+    """The rows at ``positions`` as dicts, in that order."""
+    if not positions:
+        return []
+    return rows.take(pa.array(positions, pa.int64())).to_pylist()
 
 
 def _qrow(row: dict[str, Any], expectation: str, detail: str) -> dict[str, Any]:

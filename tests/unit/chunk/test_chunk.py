@@ -506,3 +506,58 @@ def test_chunk_entries_rejects_repeated_or_missing_ids_and_missing_columns() -> 
         )
     with pytest.raises(ContractError):
         chunk_entry(entry("a", entry_id=""), ChunkSettings())
+
+
+def test_slices_give_the_same_passages_and_fingerprint(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    from kbflow.chunk import passages as passages_module
+    from kbflow.chunk.stage import fingerprint, fingerprint_keys, passages_fingerprint
+    from kbflow.contracts import TableWriter, read_table
+
+    rows = [
+        entry(f"第{i}条答案。" * (1 + i % 4), [f"问题{i}", f"问法{i}"], entry_id=f"E{i:02d}")
+        for i in range(23)
+    ]
+    rows.append({**entry(SOP, ["售后规范"], entry_id="SOP", title="售后SOP")})
+    table = table_from_rows(rows, CLEAN_ENTRY)
+    whole = chunk_entries(table, ChunkSettings())
+    monkeypatch.setattr(passages_module, "SLICE_ENTRIES", 5)
+    stats = {"long": 0, "max_tokens": 0}
+    kinds: dict[str, int] = {}
+    sliced = list(passages_module.passage_slices(table, ChunkSettings(), stats, kinds))
+    pieces = [piece for piece, _ in sliced]
+    assert len(pieces) == 5
+    with TableWriter(tmp_path / "passages.parquet", PASSAGE) as out:
+        for piece in pieces:
+            out.write(piece)
+    written = read_table(tmp_path / "passages.parquet", PASSAGE)
+    assert written.to_pylist() == whole.to_pylist() and out.rows == whole.num_rows
+    assert kinds == {k: whole.column("kind").to_pylist().count(k) for k in kinds}
+    assert fingerprint([fingerprint_keys(p) for p in pieces]) == passages_fingerprint(whole)
+    assert [keys.to_pylist() for _, keys in sliced] == [
+        fingerprint_keys(p).to_pylist() for p in pieces
+    ]
+    # The fingerprint is the documented one: sha256 over id, text hash and display digest, by id.
+    h = hashlib.sha256()
+    for p in sorted(whole.to_pylist(), key=lambda p: p["passage_id"]):
+        digest = hashlib.sha256(p["display"].encode()).hexdigest()
+        h.update(f"{p['passage_id']}\x1f{p['text_hash']}\x1f{digest}\x1e".encode())
+    assert passages_fingerprint(whole) == h.hexdigest()
+
+
+def test_a_failed_table_writer_leaves_no_file(tmp_path: Any) -> None:
+    from kbflow.contracts import TableWriter
+
+    target = tmp_path / "passages.parquet"
+    with pytest.raises(RuntimeError), TableWriter(target, PASSAGE) as out:
+        out.write(
+            chunk_entries(
+                table_from_rows([entry("a。", entry_id="A")], CLEAN_ENTRY), ChunkSettings()
+            )
+        )
+        raise RuntimeError("the stage failed half way")
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ContractError, match="does not match"), TableWriter(target, PASSAGE) as out:
+        out.write(pa.table({"passage_id": [1]}))
+    assert list(tmp_path.iterdir()) == []

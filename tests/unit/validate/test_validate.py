@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kbflow.contracts import RAW_ROW, table_from_rows
 from kbflow.errors import ValidationFailed
@@ -92,3 +94,22 @@ def test_export_that_shrinks_the_kb_stops_the_batch():
         ).valid.num_rows
         == 10
     )
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(
+            list("ab 中文，。\n\t&<>＜＆﹤﹠;/")
+            + ["<b>", "&amp;", "\u200b", "\u00ad", "\ufdfa", "ﬃ"]
+        ),
+        max_size=30,
+    ).map("".join),
+    st.integers(1, 60),
+)
+def test_the_length_check_gives_the_normalised_texts_verdict(text: str, max_chars: int) -> None:
+    from kbflow.clean.normalize import normalize_text
+    from kbflow.validate.expectations import _checked_length
+
+    checked = _checked_length(text, max_chars)
+    assert (1 <= checked <= max_chars) == (1 <= len(normalize_text(text)) <= max_chars)
