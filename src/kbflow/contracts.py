@@ -257,13 +257,19 @@ def take_chunked(
     return pa.chunked_array(chunks, type=type)
 
 
+def _conform(table: pa.Table, schema: pa.Schema, path: Path) -> pa.Table:
+    """``table`` with exactly ``schema``'s columns and types, or ``ContractError``."""
+    if table.schema.equals(schema, check_metadata=False):
+        return table
+    try:
+        return table.select(schema.names).cast(schema)
+    except (KeyError, pa.ArrowInvalid, pa.ArrowTypeError, ValueError) as exc:
+        raise ContractError(f"{path.name}: table does not match schema: {exc}") from exc
+
+
 def write_table(table: pa.Table, path: Path, schema: pa.Schema) -> Path:
     """Write ``table`` to ``path`` as Parquet with ``schema``, atomically (temp + rename)."""
-    if not table.schema.equals(schema, check_metadata=False):
-        try:
-            table = table.select(schema.names).cast(schema)
-        except (KeyError, pa.ArrowInvalid, pa.ArrowTypeError, ValueError) as exc:
-            raise ContractError(f"{path.name}: table does not match schema: {exc}") from exc
+    table = _conform(table, schema, path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     pq.write_table(table, tmp, compression="zstd")
@@ -295,13 +301,7 @@ class TableWriter:
 
     def write(self, table: pa.Table) -> None:
         assert self._writer is not None, "use TableWriter in a with block"
-        if not table.schema.equals(self.schema, check_metadata=False):
-            try:
-                table = table.select(self.schema.names).cast(self.schema)
-            except (KeyError, pa.ArrowInvalid, pa.ArrowTypeError, ValueError) as exc:
-                raise ContractError(
-                    f"{self.path.name}: table does not match schema: {exc}"
-                ) from exc
+        table = _conform(table, self.schema, self.path)
         if self._pending is not None:
             self._pending.result()  # raises what the previous write raised
         self._pending = self._pool.submit(self._writer.write_table, table)

@@ -480,7 +480,7 @@ def chunk_entry(entry: dict[str, Any], settings: ChunkSettings) -> list[dict[str
     return passages
 
 
-#: Entries chunked at a time by ``chunk_entries``.
+#: Entries chunked at a time by ``chunk_entries`` (and displays hashed at a time).
 SLICE_ENTRIES = 50_000
 
 
@@ -561,36 +561,67 @@ def _chunk_slice(
         ],
         schema=PASSAGE,
     )
-    # What the stage's fingerprint reads: id, text hash and each display's sha256, hashed once
-    # per distinct display (an entry's question passages share one answer head).
-    digest_of: dict[int, str] = {}
+    return table, fingerprint_keys(table, display_index)
+
+
+def fingerprint_keys(passages: pa.Table, display_of: list[int] | None = None) -> pa.Table:
+    """What the passages fingerprint (``kbflow.chunk.stage.fingerprint``) reads of some passages:
+    ``id``, ``th`` (text hash) and ``d`` (the display's sha256); the displays are not kept.
+    ``display_of`` (one key per passage, equal for equal displays, as ``_chunk_slice`` knows
+    them) hashes each distinct display once: an entry's question passages share one head."""
+    digest_of: dict[Any, str] = {}
     digests: list[str] = []
-    for at, display in zip(display_index, table.column("display").to_pylist(), strict=True):
-        digest = digest_of.get(at)
-        if digest is None:
-            digest = digest_of[at] = hashlib.sha256(display.encode()).hexdigest()
-        digests.append(digest)
-    keys = pa.table(
+    for lo in range(0, passages.num_rows, SLICE_ENTRIES):
+        displays = passages.column("display").slice(lo, SLICE_ENTRIES).to_pylist()
+        same = display_of[lo : lo + len(displays)] if display_of is not None else displays
+        for key, display in zip(same, displays, strict=True):
+            digest = digest_of.get(key)
+            if digest is None:
+                digest = hashlib.sha256((display or "").encode()).hexdigest()
+                if display_of is not None:
+                    digest_of[key] = digest
+            digests.append(digest)
+    return pa.table(
         {
-            "id": table.column("passage_id"),
-            "th": table.column("text_hash"),
+            "id": passages.column("passage_id"),
+            "th": passages.column("text_hash"),
             "d": pa.array(digests, pa.string()),
         }
     )
-    return table, keys
 
 
 def passage_slices(
-    entries: pa.Table, settings: ChunkSettings, stats: dict[str, int], kinds: dict[str, int]
+    entries: pa.Table, settings: ChunkSettings, kinds: dict[str, int] | None = None
 ) -> Iterator[tuple[pa.Table, pa.Table]]:
     """``chunk_entries``' passages as ``PASSAGE`` tables of ``SLICE_ENTRIES`` entries each, in
-    order, each with its fingerprint keys (``id``, ``th`` = text hash, ``d`` = the display's
-    sha256: what ``kbflow.chunk.stage.fingerprint`` reads). A million entries give four million
-    passages, and holding them all as Python objects took 11 GB; a caller that writes each slice
-    as it comes holds one. ``stats`` (``long`` entries, ``max_tokens``) and ``kinds`` (passages
-    per kind) are added to. The caller checks the entry ids (``check_entry_ids``)."""
+    order, each with its ``fingerprint_keys``. A million entries give four million passages, and
+    holding them all as Python objects took 11 GB; a caller that writes each slice as it comes
+    holds one. ``kinds`` (passages per kind) is added to. Checks the entries first
+    (``ContractError``, see ``chunk_entries``) and logs one summary line after the last slice."""
+    check_entry_ids(entries)
+    stats = {"long": 0, "max_tokens": 0}
+    counts: dict[str, int] = {} if kinds is None else kinds
+    passages = 0
     for lo in range(0, entries.num_rows, SLICE_ENTRIES):
-        yield _chunk_slice(entries.slice(lo, SLICE_ENTRIES), settings, stats, kinds)
+        piece = _chunk_slice(entries.slice(lo, SLICE_ENTRIES), settings, stats, counts)
+        passages += piece[0].num_rows
+        yield piece
+    logger.info(
+        "chunk: %d entries (%d long) -> %d passages (answer=%d section=%d question=%d "
+        "title=%d), max tokens %d (budget %d)",
+        entries.num_rows,
+        stats["long"],
+        passages,
+        counts.get("answer", 0),
+        counts.get("section", 0),
+        counts.get("question", 0),
+        counts.get("title", 0),
+        stats["max_tokens"],
+        settings.max_tokens,
+    )
+
+
+CHUNK_COLUMNS = ("entry_id", "title", "answer", "similar_questions")
 
 
 def check_entry_ids(entries: pa.Table) -> None:
@@ -606,9 +637,6 @@ def check_entry_ids(entries: pa.Table) -> None:
         raise ContractError("chunk input repeats an entry_id; passage ids would collide")
 
 
-CHUNK_COLUMNS = ("entry_id", "title", "answer", "similar_questions")
-
-
 def chunk_entries(entries: pa.Table, settings: ChunkSettings) -> pa.Table:
     """Chunk a ``CLEAN_ENTRY`` table into a ``PASSAGE`` table (schema exact).
 
@@ -617,23 +645,5 @@ def chunk_entries(entries: pa.Table, settings: ChunkSettings) -> pa.Table:
     hashes. Raises ``ContractError`` when a needed column is missing or an entry id is
     missing or repeated (passage ids would collide).
     """
-    check_entry_ids(entries)
-    stats = {"long": 0, "max_tokens": 0}
-    kinds: dict[str, int] = {}
-    pieces = [table for table, _ in passage_slices(entries, settings, stats, kinds)]
-    table = pa.concat_tables(pieces) if pieces else PASSAGE.empty_table()
-    n, long_entries, max_tokens = entries.num_rows, stats["long"], stats["max_tokens"]
-    logger.info(
-        "chunk: %d entries (%d long) -> %d passages (answer=%d section=%d question=%d "
-        "title=%d), max tokens %d (budget %d)",
-        n,
-        long_entries,
-        table.num_rows,
-        kinds.get("answer", 0),
-        kinds.get("section", 0),
-        kinds.get("question", 0),
-        kinds.get("title", 0),
-        max_tokens,
-        settings.max_tokens,
-    )
-    return table
+    pieces = [table for table, _ in passage_slices(entries, settings)]
+    return pa.concat_tables(pieces) if pieces else PASSAGE.empty_table()

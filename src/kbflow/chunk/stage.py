@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from kbflow.chunk.overlay import apply_overlay
-from kbflow.chunk.passages import check_entry_ids, passage_slices
+from kbflow.chunk.passages import fingerprint_keys, passage_slices
 from kbflow.contracts import (
     CLEAN_ENTRY,
     OVERLAY_ROW,
@@ -39,12 +39,10 @@ def chunk_stage(home: DataHome, run_id: str, settings: Settings) -> Chunked:
                     pa.Table.from_pylist(rows, OVERLAY_ROW), folder / "overlay.parquet", OVERLAY_ROW
                 )
         # Written a slice at a time: four million passages held whole took ~5 GB.
-        check_entry_ids(entries)
-        stats = {"long": 0, "max_tokens": 0}
         kinds: dict[str, int] = {}
         keys: list[pa.Table] = []
         with TableWriter(folder / "passages.parquet", PASSAGE) as out:
-            for piece, piece_keys in passage_slices(entries, settings.chunk, stats, kinds):
+            for piece, piece_keys in passage_slices(entries, settings.chunk, kinds):
                 out.write(piece)
                 keys.append(piece_keys)
         return {
@@ -61,29 +59,6 @@ def chunk_stage(home: DataHome, run_id: str, settings: Settings) -> Chunked:
 def passages_fingerprint(passages: pa.Table) -> str:
     """sha256 over the passages in passage-id order: id, text hash and display's sha256 each."""
     return fingerprint([fingerprint_keys(passages)])
-
-
-def fingerprint_keys(passages: pa.Table) -> pa.Table:
-    """What the fingerprint reads of some passages: id, text hash and the display's sha256
-    (small: the displays themselves are not kept)."""
-    step = 65_536
-    digests = [
-        pa.array(
-            [
-                hashlib.sha256((d or "").encode()).hexdigest()
-                for d in passages.column("display").slice(lo, step).to_pylist()
-            ],
-            pa.string(),
-        )
-        for lo in range(0, passages.num_rows, step)
-    ]
-    return pa.table(
-        {
-            "id": passages.column("passage_id"),
-            "th": passages.column("text_hash"),
-            "d": pa.chunked_array(digests, type=pa.string()),
-        }
-    )
 
 
 def fingerprint(keys: list[pa.Table]) -> str:

@@ -135,9 +135,10 @@ def _clean_similar(
 
 _SIGNATURE_SLICE = 65_536
 
-#: Columns copied unchanged from a canonical row to its entry.
-_PASSTHROUGH = ("tags", "updated_at", "effective_from", "expires_at", "lang", "metadata")
-_DECIDING = ("updated_at", "effective_from", "expires_at")  # read as well as copied
+#: Columns only copied from a canonical row to its entry (never read as Python lists), and all
+#: the columns copied unchanged (the dates are read as well).
+_COPIED_ONLY = ("tags", "lang", "metadata")
+_PASSTHROUGH = (*_COPIED_ONLY, "updated_at", "effective_from", "expires_at")
 
 
 class _Phases:
@@ -204,7 +205,7 @@ def _clean_rows(rows: pa.Table, run_date: date, settings: CleanSettings) -> Clea
     col = {
         name: rows.column(name).to_pylist()
         for name in RAW_ROW.names
-        if name not in ("source_file", "source_line", *_PASSTHROUGH) or name in _DECIDING
+        if name not in ("source_file", "source_line", *_COPIED_ONLY)
     }
     ids: list[str] = col["id"]
     row_ids: list[int] = col["row_id"]

@@ -10,8 +10,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
@@ -132,11 +131,6 @@ def minhash_signatures(texts: Sequence[str], k: int, num_perm: int) -> np.ndarra
     return out
 
 
-#: LSH buckets with more members than this are split (``screened_candidates``): all-pairs within a
-#: bucket grows with the square of its size, and a family of templated entries (one FAQ per
-#: merchant, worded alike) fills a few buckets with thousands of rows.
-DEFAULT_MAX_BUCKET = 128
-
 _PAIR_CHUNK = 1 << 20  # pairs generated per step, so memory stays bounded whatever the buckets
 
 
@@ -180,7 +174,7 @@ def screened_candidates(
     rows: int,
     *,
     floor: float | None = None,
-    max_bucket: int | None = DEFAULT_MAX_BUCKET,
+    max_bucket: int | None = None,
     tiebreak: np.ndarray | None = None,
 ) -> tuple[np.ndarray, int]:
     """LSH candidate pairs of MinHash signatures, screened as they are generated.
@@ -241,7 +235,7 @@ def screened_candidates(
     # Screening is numpy work that releases the GIL: it runs on a second thread while the next
     # chunk of pairs is generated (at most two chunks in flight, so memory stays bounded).
     pool = ThreadPoolExecutor(max_workers=1) if (os.cpu_count() or 1) > 1 else None
-    pending: list[Any] = []
+    pending: list[Future[np.ndarray]] = []
 
     def screen(i: np.ndarray, j: np.ndarray) -> None:
         if pool is None:

@@ -267,19 +267,14 @@ def validate_rows(
         quarantine_rows.append(_qrow(row, exp, detail))
     shared = [pos for group in by_pos.values() if len(group) > 1 for pos in group]
     row_of = dict(zip(shared, _rows_at(rows, shared), strict=True))
-    by_id: dict[str, list[dict[str, Any]]] = {
-        entry_id: [row_of[pos] for pos in group]
-        if len(group) > 1
-        else [{"row_id": row_ids[group[0]]}]
-        for entry_id, group in by_pos.items()
-    }
 
     outcome_rows: list[dict[str, Any]] = []
     merge_rows: list[dict[str, Any]] = []
-    for entry_id, group in by_id.items():
-        if len(group) == 1:
-            keep_ids.append(group[0]["row_id"])
+    for entry_id, positions in by_pos.items():
+        if len(positions) == 1:
+            keep_ids.append(row_ids[positions[0]])
             continue
+        group = [row_of[pos] for pos in positions]
         # newest first; ties broken by the later row (the later export line wins)
         group.sort(
             key=lambda r: ((parse_date(r["updated_at"]) or _MIN_DATE), r["row_id"]), reverse=True
@@ -322,8 +317,8 @@ def validate_rows(
         {
             "expectation": "expect_column_values_to_be_unique",
             "column": "id",
-            "success": not any(len(g) > 1 for g in by_id.values()),
-            "unexpected": sum(len(g) - 1 for g in by_id.values()),
+            "success": not any(len(g) > 1 for g in by_pos.values()),
+            "unexpected": sum(len(g) - 1 for g in by_pos.values()),
         }
     )
 

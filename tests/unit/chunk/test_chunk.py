@@ -512,7 +512,8 @@ def test_slices_give_the_same_passages_and_fingerprint(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Any
 ) -> None:
     from kbflow.chunk import passages as passages_module
-    from kbflow.chunk.stage import fingerprint, fingerprint_keys, passages_fingerprint
+    from kbflow.chunk.passages import fingerprint_keys
+    from kbflow.chunk.stage import fingerprint, passages_fingerprint
     from kbflow.contracts import TableWriter, read_table
 
     rows = [
@@ -523,9 +524,8 @@ def test_slices_give_the_same_passages_and_fingerprint(
     table = table_from_rows(rows, CLEAN_ENTRY)
     whole = chunk_entries(table, ChunkSettings())
     monkeypatch.setattr(passages_module, "SLICE_ENTRIES", 5)
-    stats = {"long": 0, "max_tokens": 0}
     kinds: dict[str, int] = {}
-    sliced = list(passages_module.passage_slices(table, ChunkSettings(), stats, kinds))
+    sliced = list(passages_module.passage_slices(table, ChunkSettings(), kinds))
     pieces = [piece for piece, _ in sliced]
     assert len(pieces) == 5
     with TableWriter(tmp_path / "passages.parquet", PASSAGE) as out:
