@@ -282,6 +282,7 @@ def nightly_run(
     here); its status is then ``stopped after <stage>``."""
     from kbflow.errors import KbflowError
     from kbflow.store.home import new_run_id
+    from kbflow.store.versions import read_manifest
 
     run_id = new_run_id()
     stages: list[dict[str, Any]] = []
@@ -314,6 +315,10 @@ def nightly_run(
         "rows": summary.get("rows"),
         "version": summary.get("version"),
     }
+    if run["version"] and run["status"] == "published":
+        manifest = read_manifest(home.indexes / run["version"])
+        run["index_build"] = manifest.get("index", {}).get("build")
+        run["calibration_reused"] = bool(manifest.get("calibration", {}).get("reused_from"))
     if stop_after is not None:
         run["unique_texts"] = _unique_texts(home, run_id)
     if prefill is not None:

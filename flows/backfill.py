@@ -67,6 +67,9 @@ def _runners(home: str, overrides: dict[str, Any], force: bool) -> dict[str, Uni
         return UnitRun(state.is_completed(), state.result(raise_on_failure=False),
                        str(flow_run_id) if flow_run_id else None)  # fmt: skip
 
+    # a backfill rebuilds each version from scratch (index.incremental off): it replays history,
+    # and what it publishes must not depend on which version happened to be live
+    full = {**overrides, "index.incremental": False}
     return {
         "exports": lambda unit, run_id, ready: ran(
             kb_nightly(
@@ -74,7 +77,7 @@ def _runners(home: str, overrides: dict[str, Any], force: bool) -> dict[str, Uni
                 run_date=unit["run_date"],
                 home=home,
                 run_id=run_id,
-                overrides=overrides,
+                overrides=full,
                 force=force,
                 return_state=True,
             )
@@ -84,7 +87,7 @@ def _runners(home: str, overrides: dict[str, Any], force: bool) -> dict[str, Uni
                 home=home,
                 model=unit["model"],
                 dim=unit["dim"],
-                overrides=overrides,
+                overrides=full,
                 force=force,
                 run_id=run_id,
                 return_state=True,

@@ -161,6 +161,11 @@ PASSAGE = pa.schema(
 )
 
 
+#: What a version's dense base segment (``dense.faiss``) holds: one row per vector, the
+#: passage's FAISS id and text hash (``kbflow.index.incremental``).
+DENSE_BASE_KEY = pa.schema([("faiss_id", pa.int64()), ("text_hash", _str)])
+
+
 #: A review-stage pair of different entries whose titles/similar questions mean the same
 #: (``kbflow.review.semantic``). ``matched_*``: the passage id of the matching similar question, or
 #: ``<entry_id>:title``; ``text_*`` its text. Rows are ordered newest first.

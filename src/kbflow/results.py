@@ -116,6 +116,9 @@ class Built(StageSummary):
     calibration: dict[str, Any]
     adapter: dict[str, Any]
     """``kbflow.index.adapter``'s decision: kind, kept, reason, held-out and golden figures."""
+    build: dict[str, Any]
+    """``kbflow.index.incremental``'s plan: mode (incremental or full) and why, the base
+    version, delta passages, tombstones, tokens reused."""
 
 
 class Reviewed(StageSummary, total=False):

@@ -11,7 +11,7 @@ import json
 import os
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
@@ -180,6 +180,15 @@ def _api_key_from_env() -> SecretStr | None:
 
 
 class IndexSettings(BaseModel):
+    #: Settings that change how a version is built, not what it answers: left out of the
+    #: settings fingerprint and of the check that a live version's segments can be reused.
+    REUSE_NEUTRAL: ClassVar[tuple[str, ...]] = (
+        "keep_versions",
+        "incremental",
+        "max_delta_share",
+        "recalibrate_share",
+    )
+
     flat_max: int = 50_000
     """Up to this many vectors: exact Flat inner product."""
     hnsw_max: int = 1_000_000
@@ -204,6 +213,16 @@ class IndexSettings(BaseModel):
     weight 0 vs 0.5): e5 on bq 0.128 / 0.253 vs 0.132 / 0.270, kb_zh 0.81 / 0.95 vs
     0.86 / 0.96; MiniLM on clinc150 0.811 / 0.946 vs 0.812 / 0.939."""
     hub_neighbors: int = Field(30, ge=1, le=200)
+    incremental: bool = True
+    """Build a version from the live one's work where it can (``kbflow.index.incremental``):
+    its BM25 tokens, its dense base segment plus a delta and tombstones, its calibration.
+    ``kbflow nightly --full-rebuild`` (and backfills, re-embeds) turn it off for one run."""
+    max_delta_share: float = Field(0.1, ge=0, le=1)
+    """Past this share of the base segment (delta passages plus tombstones) a version is built
+    from scratch and becomes the next base."""
+    recalibrate_share: float = Field(0.05, ge=0, le=1)
+    """An incremental version that moved less than this share of the base (and has the same
+    golden calibration queries) keeps the live version's calibration; the gate still scores it."""
     bm25_k1: float = Field(1.5, gt=0)
     bm25_b: float = Field(1.0, ge=0, le=1)
     """Full length normalisation suits short FAQ questions. Measured on ../shared/data test
@@ -549,7 +568,7 @@ def settings_fingerprint(settings: Settings) -> str:
             for k, v in settings.embed.model_dump().items()
             if k in ("backend", "model", "dim", "query_instruction")
         },
-        "index": settings.index.model_dump(exclude={"keep_versions"}),
+        "index": settings.index.model_dump(exclude=set(IndexSettings.REUSE_NEUTRAL)),
         "adapter": settings.adapter.model_dump(),
         "code": __version__,
     }

@@ -376,6 +376,57 @@ def test_kill_9_during_embedding_index_and_publish_then_resume(base: Path, tmp_p
     assert_no_secret(home, *(p.read_text(errors="replace") for p in logs.iterdir()))
 
 
+def one_answer_edited(dest: Path, note: str) -> Path:
+    """The small export with one answer edited: a change small enough for an incremental
+    version (``kbflow.index.incremental``)."""
+    small_export(dest)
+    lines = (dest / "faq.jsonl").read_text(encoding="utf-8").splitlines()
+    obj = json.loads(lines[0])
+    obj["answer"] += f" {note}"
+    lines[0] = json.dumps(obj, ensure_ascii=False)
+    (dest / "faq.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return dest
+
+
+def test_kill_9_while_building_an_incremental_version_then_resume(
+    base: Path, tmp_path: Path
+) -> None:
+    """An incremental version shares the live version's dense segment by hard link: a run
+    killed while it builds one leaves the live version serving, its files untouched, and the
+    next run builds the same incremental version correctly."""
+    home = copy_home(base, tmp_path / "home")
+    live0 = assert_consistent(home)
+    live_dir = home / "indexes" / live0
+    before = {p.name: p.read_bytes() for p in live_dir.rglob("*") if p.is_file()}
+    source = one_answer_edited(tmp_path / "export", "(Updated today.)")
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    a = start_nightly(home, source, logs / "a.log")
+    kill_9_when(a, lambda: any((home / "indexes").glob(".building-*")), logs / "a.log")
+    assert assert_consistent(home, cli=True) == live0  # CURRENT did not move, nothing listed
+    assert {p.name: p.read_bytes() for p in live_dir.rglob("*") if p.is_file()} == before
+
+    code, out = run_nightly(home, source, logs / "b.log")
+    assert code == 0, out[-3000:]
+    summary = summary_of(out)
+    assert summary["status"] == "published"
+    manifest = read_manifest(home / "indexes" / summary["version"])
+    assert manifest["index"]["build"]["mode"] == "incremental"
+    assert manifest["index"]["build"]["base_version"] == live0
+    assert manifest["index"]["segments"]["delta_passages"] >= 1
+    assert assert_consistent(home, cli=True) == summary["version"]
+    assert not [p for p in (home / "indexes").iterdir() if p.name.startswith(".")]
+    # the new version answers the edited entry with its new answer; the old one is untouched
+    from kbflow.index.bm25 import tokenize
+    from kbflow.index.version import LoadedVersion
+
+    v = LoadedVersion(home / "indexes" / summary["version"])
+    c = v.candidates(None, tokenize("Updated today"))
+    best = int(c.best_keyword_row[int(np.argmax(c.keyword))])
+    assert "(Updated today.)" in v.texts[best]
+    assert {p.name: p.read_bytes() for p in live_dir.rglob("*") if p.is_file()} == before
+
+
 # --- kill -9 at any moment of publish and prune -------------------------------------------------
 
 PUBLISH_LOOP = textwrap.dedent(

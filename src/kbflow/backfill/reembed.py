@@ -66,8 +66,8 @@ def live_manifest_of(home: DataHome) -> dict[str, Any]:
 def reembed_overrides(
     home: DataHome, model: str | None, dim: int | None, overrides: dict[str, Any] | None
 ) -> dict[str, Any]:
-    """Settings overrides of a re-embed of the live version: the new model and dimension, and
-    the live version's own clean and chunk settings (its passages are reused as they are, so
+    """Settings overrides of a re-embed of the live version: the new model and dimension, a full
+    index build, and the live version's own clean and chunk settings (its passages are reused as they are, so
     the new manifest must describe them truthfully). Raises ``ConfigError`` when the live
     version already uses that model and dimension."""
     live = live_manifest_of(home)
@@ -85,6 +85,7 @@ def reembed_overrides(
         **{section: used[section] for section in ("clean", "chunk") if section in used},
         "embed.model": target,
         "embed.dim": dim,
+        "index.incremental": False,  # another model's vectors: nothing of the live index applies
     }
 
 

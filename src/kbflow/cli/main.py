@@ -76,6 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="publish even if the quality gate blocks the new version (recorded in its manifest)",
     )
     p.add_argument(
+        "--full-rebuild",
+        action="store_true",
+        help="build the new version from scratch instead of from the live one's index segments, "
+        "tokens and calibration (index.incremental off for this run)",
+    )
+    p.add_argument(
         "--json", action="store_true", help="print one JSON object instead of the text summary"
     )
     add_nightly_options(p)

@@ -24,6 +24,8 @@ def cmd_nightly(args: argparse.Namespace) -> int:
     overrides = {"embed.dim": args.dim, **overrides_from_args(args)}
     if args.golden:
         overrides["gate.golden"] = str(args.golden.resolve())
+    if getattr(args, "full_rebuild", False):
+        overrides["index.incremental"] = False
     load_settings(str(home), overrides)  # fail fast on bad settings, before Prefect starts
     run_date = parse_run_date(args.run_date)
     from kbflow.pull.discover import discover_export
@@ -88,10 +90,12 @@ def print_summary(s: dict[str, Any]) -> None:
         print(
             f"passages: embedded {s.get('embedded', 0)}, from cache {s.get('cached', 0)}; retired entries {s.get('retired', 0)}"
         )
-    if s.get("model_choice"):
-        from kbflow.report.nightly import describe_model_choice
+    from kbflow.report.nightly import describe_build, describe_model_choice
 
+    if s.get("model_choice"):
         print(f"model: {describe_model_choice(s['model_choice'])}")
+    if s.get("index_build"):
+        print(f"index: {describe_build(s['index_build'])}")
     if s.get("timings"):
         print("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in s["timings"].items()))
     gate = s.get("gate")

@@ -17,11 +17,15 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from kbflow.contracts import PASSAGE, write_table
+from kbflow.contracts import DENSE_BASE_KEY, PASSAGE, write_table
 from kbflow.embed.adapter import ADAPTER_DIR
 from kbflow.errors import IndexError_
-from kbflow.index.bm25 import Bm25Index
+from kbflow.index.bm25 import TOKENIZER, Bm25Index
 from kbflow.index.dense import (
+    BASE_KEYS,
+    DELTA,
+    TOMBSTONES,
+    DenseIndex,
     build_dense,
     choose_factory,
     dense_scale,
@@ -29,6 +33,7 @@ from kbflow.index.dense import (
     load_faiss,
     model_hub_weight,
 )
+from kbflow.index.incremental import Plan, keyword_texts
 from kbflow.settings import IndexSettings
 from kbflow.store.home import atomic_write_text, fsync_dir
 from kbflow.store.versions import MANIFEST
@@ -37,21 +42,6 @@ log = logging.getLogger(__name__)
 
 
 HUB = "hub.npy"
-
-
-#: Passage kinds the keyword index holds as empty documents (``kbflow.chunk``: a title's words
-#: are in its answer passage already).
-DENSE_ONLY_KINDS = frozenset({"title"})
-
-
-def keyword_texts(passages: pa.Table) -> list[str]:
-    """The text each passage row contributes to BM25 (row-aligned; dense-only kinds empty)."""
-    return [
-        "" if kind in DENSE_ONLY_KINDS else text
-        for kind, text in zip(
-            passages.column("kind").to_pylist(), passages.column("text").to_pylist(), strict=True
-        )
-    ]
 
 
 def _write_faiss(index: Any, path: Path) -> None:
@@ -86,13 +76,15 @@ def build_version(
     manifest: dict[str, Any],
     settings: IndexSettings,
     adapter: Path | None = None,
+    plan: Plan | None = None,
 ) -> Path:
     """Write a complete version folder and return its path.
 
     ``passages`` (PASSAGE schema) and ``vectors`` are row-aligned. ``manifest`` gets the
     index facts added and is written last. ``adapter``: a staged adapter folder
-    (``kbflow.index.adapter``) copied into the version as ``adapter/``. Raises ``IndexError_``
-    if the version exists.
+    (``kbflow.index.adapter``) copied into the version as ``adapter/``. ``plan``: what to reuse
+    from the live version (``kbflow.index.incremental.plan_reuse``); None builds everything.
+    Raises ``IndexError_`` if the version exists.
     """
     final = indexes_dir / version
     if final.exists():
@@ -107,12 +99,63 @@ def build_version(
     try:
         if adapter is not None:
             shutil.copytree(adapter, work / ADAPTER_DIR)
-        return _build(indexes_dir, work, final, version, passages, vectors, manifest, settings)
+        return _build(
+            indexes_dir, work, final, version, passages, vectors, manifest, settings, plan or Plan()
+        )
     except BaseException:
         # A failed build (a full disk, a bad vector) leaves nothing behind; a killed one leaves
         # .building-*, which the next run removes (clean_stale_builds). Never a listed version.
         shutil.rmtree(work, ignore_errors=True)
         raise
+
+
+def _share(src: Path, dst: Path) -> None:
+    """``dst`` is ``src`` (a hard link: versions stay self-contained folders and pruning one
+    never removes a file another still links), or a copy where links are not supported."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _dense_side(
+    work: Path,
+    passages: pa.Table,
+    vectors: np.ndarray,
+    settings: IndexSettings,
+    factory: str,
+    hub_weight: float,
+    plan: Plan,
+) -> np.ndarray | None:
+    """Write the version's dense files; returns its hub scores (None without hub correction)."""
+    faiss_ids = passages.column("faiss_id").to_numpy()
+    reuse = plan.dense
+    if reuse is None:
+        base = build_dense(vectors, faiss_ids, factory, settings.device)
+        _write_faiss(base, work / "dense.faiss")
+        write_table(passages.select(["faiss_id", "text_hash"]), work / BASE_KEYS, DENSE_BASE_KEY)
+        dense = DenseIndex(base)
+        hub = hub_scores(vectors, dense, settings.hub_neighbors) if hub_weight else None
+        return hub
+    _share(reuse.base_dir / "dense.faiss", work / "dense.faiss")
+    _share(reuse.base_dir / BASE_KEYS, work / BASE_KEYS)
+    delta_rows = np.nonzero(~reuse.in_base)[0]
+    delta = None
+    if len(delta_rows):
+        delta = build_dense(vectors[delta_rows], faiss_ids[delta_rows], "Flat", "cpu")
+        _write_faiss(delta, work / DELTA)
+    if len(reuse.tombstones):
+        np.save(work / TOMBSTONES, reuse.tombstones, allow_pickle=False)
+    if not hub_weight:
+        return None
+    assert reuse.hub is not None
+    hub = reuse.hub.copy()
+    if len(delta_rows):
+        dense = DenseIndex(
+            load_faiss().read_index(str(work / "dense.faiss")), delta, reuse.tombstones
+        )
+        hub[delta_rows] = hub_scores(vectors[delta_rows], dense, settings.hub_neighbors)
+    return hub
 
 
 def _build(
@@ -124,27 +167,28 @@ def _build(
     vectors: np.ndarray,
     manifest: dict[str, Any],
     settings: IndexSettings,
+    plan: Plan,
 ) -> Path:
     n = passages.num_rows
     factory = choose_factory(n, settings)
     write_table(passages, work / "passages.parquet", PASSAGE)
     vectors = np.asarray(vectors, dtype=np.float32)  # no copy when already float32
     np.save(work / "vectors.npy", vectors, allow_pickle=False)
-    dense = build_dense(
-        vectors,
-        np.asarray(passages.column("faiss_id").to_pylist(), dtype=np.int64),
-        factory,
-        settings.device,
-    )
-    _write_faiss(dense, work / "dense.faiss")
     hub_weight = model_hub_weight(str(manifest.get("embedding", {}).get("model", "")), settings)
-    hub = hub_scores(vectors, dense, settings.hub_neighbors) if hub_weight else None
-    del dense  # the HNSW graph need not stay in memory while BM25 is built
+    hub = _dense_side(work, passages, vectors, settings, factory, hub_weight, plan)
     if hub is not None:
         np.save(work / HUB, hub, allow_pickle=False)
     scale = dense_scale(vectors, hub, hub_weight)
-    bm25 = Bm25Index.build(keyword_texts(passages), settings.bm25_k1, settings.bm25_b)
+    bm25 = Bm25Index.build(
+        keyword_texts(passages), settings.bm25_k1, settings.bm25_b, plan.tokens, plan.token_rows
+    )
     bm25.save(work / "bm25")
+    del bm25
+    segments = {
+        "base_version": plan.report.get("base_version") if plan.dense else version,
+        "delta_passages": int((~plan.dense.in_base).sum()) if plan.dense else 0,
+        "tombstones": len(plan.dense.tombstones) if plan.dense else 0,
+    }
     manifest = {
         **manifest,
         "version": version,
@@ -152,6 +196,8 @@ def _build(
             "factory": factory,
             "metric": "inner_product",
             "dim": int(vectors.shape[1]),
+            "segments": segments,
+            "build": plan.report,
             "dense_scale": {
                 **scale,
                 "hub_weight": hub_weight,
@@ -161,6 +207,7 @@ def _build(
                 "k1": settings.bm25_k1,
                 "b": settings.bm25_b,
                 "tokenizer": "jieba words + CJK char unigrams and bigrams; lower-cased latin words",
+                "tokenizer_version": TOKENIZER,
             },
         },
     }
@@ -170,7 +217,15 @@ def _build(
     _fsync_tree(work)
     os.rename(work, final)
     fsync_dir(indexes_dir)
-    log.info("index: version %s, %d passages, %s, dim %d", version, n, factory, vectors.shape[1])
+    log.info(
+        "index: version %s, %d passages, %s, dim %d, %s (%s)",
+        version,
+        n,
+        factory,
+        vectors.shape[1],
+        plan.report.get("mode", "full"),
+        plan.report.get("reason", ""),
+    )
     return final
 
 

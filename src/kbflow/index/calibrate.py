@@ -6,6 +6,8 @@ the golden queries of every split but ``test``; the threshold from out-of-scope 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -286,6 +288,26 @@ def held_out_golden(version: LoadedVersion, golden: list[GoldenQuery]) -> list[G
     return kept
 
 
+def calibration_key(golden: list[GoldenQuery], settings: Settings) -> str:
+    """What a calibration was made from besides the version: its golden queries
+    (``calibration_queries`` of them) and the settings it reads. A version may reuse the live
+    version's calibration only when this is the same."""
+    rows = sorted(
+        json.dumps([q.query, sorted(q.expected), q.split], ensure_ascii=False)
+        for q in calibration_queries(golden)
+    )
+    rows.append(
+        json.dumps(
+            [
+                settings.search.handoff_threshold,
+                settings.search.max_answerable_handoff,
+                settings.gate.max_golden_queries,
+            ]
+        )
+    )
+    return hashlib.sha256("\n".join(rows).encode()).hexdigest()[:16]
+
+
 def calibrate_index(
     vdir: Path,
     settings: Settings,
@@ -331,6 +353,7 @@ def calibrate_index(
         max_answerable_handoff=settings.search.max_answerable_handoff,
     )
     out = cal.as_dict()
+    out["key"] = calibration_key(golden or [], settings)
     out["kb_language"] = kb_lang
     out["cjk_share"] = round(share, 3)
     log.info(

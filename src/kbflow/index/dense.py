@@ -94,19 +94,16 @@ def _train_on_gpu(faiss: ModuleType, base: Any, sample: np.ndarray) -> Any | Non
         return None
 
 
-def hub_scores(vectors: np.ndarray, dense: Any, k: int) -> np.ndarray:
+def hub_scores(vectors: np.ndarray, dense: DenseIndex, k: int) -> np.ndarray:
     """Mean cosine of each vector to its ``k`` nearest other vectors, found with the version's
     own dense index (exact up to ``index.flat_max`` vectors, HNSW/IVF above: an estimate, which
-    is all a correction term needs). The nearest hit is taken to be the vector itself."""
-    faiss = load_faiss()
-
+    is all a correction term needs). The nearest hit is taken to be the vector itself.
+    ``vectors`` need not be all of the index's (an incremental version scores its delta only)."""
     n = len(vectors)
-    k = min(k, n - 1)
+    k = min(k, dense.ntotal - 1)
     if k < 1:
         return np.zeros(n, dtype=np.float32)
-    inner = faiss.downcast_index(dense.index) if hasattr(dense, "index") else dense
-    if hasattr(inner, "hnsw"):
-        inner.hnsw.efSearch = max(64, 2 * k)
+    dense.set_ef_search(max(64, 2 * k))
     out = np.empty(n, dtype=np.float32)
     for lo in range(0, n, _HUB_BATCH):
         scores, ids = dense.search(np.ascontiguousarray(vectors[lo : lo + _HUB_BATCH]), k + 1)
@@ -158,3 +155,91 @@ def faiss_gpus(faiss: Any) -> int:
         return int(get()) if get is not None else 0
     except RuntimeError:
         return 0
+
+
+#: An incremental version's dense files beside ``dense.faiss`` (``kbflow.index.build``):
+#: ``dense.faiss`` is then the base segment, shared by hard link with the version that built
+#: it; the delta holds the vectors of passages the base lacks or holds with other text (a Flat
+#: index: exact, and rebuilt in a second), the tombstones the base ids the version no longer
+#: serves from the base. ``dense-base.parquet`` names what the base segment holds (faiss id,
+#: text hash), so the next version can tell what it can reuse.
+DELTA = "dense-delta.faiss"
+TOMBSTONES = "dense-tombstones.npy"
+BASE_KEYS = "dense-base.parquet"
+
+
+def set_ef_search(index: Any, ef: int) -> None:
+    """``efSearch`` of an HNSW index (inside an id map or not); nothing for other kinds."""
+    faiss = load_faiss()
+    inner = faiss.downcast_index(index.index) if hasattr(index, "index") else index
+    if hasattr(inner, "hnsw"):
+        inner.hnsw.efSearch = ef
+
+
+class DenseIndex:
+    """A version's dense index: the base segment, and for an incremental version a delta and
+    tombstones. ``search`` answers like one FAISS index over the version's passages: the base
+    searched with its tombstones filtered out inside the search (FAISS ``IDSelector``, so a
+    tombstone never takes a result slot), the delta searched exactly, the two merged by score."""
+
+    def __init__(
+        self, base: Any, delta: Any | None = None, tombstones: np.ndarray | None = None
+    ) -> None:
+        faiss = load_faiss()
+        self.base = base
+        self.delta = delta if delta is not None and delta.ntotal else None
+        self.tombstones = (
+            np.zeros(0, np.int64) if tombstones is None else np.asarray(tombstones, np.int64)
+        )
+        self._inner = faiss.downcast_index(base.index) if hasattr(base, "index") else base
+        # the selector objects must outlive every search that uses them
+        self._batch = faiss.IDSelectorBatch(self.tombstones) if len(self.tombstones) else None
+        self._not = faiss.IDSelectorNot(self._batch) if self._batch is not None else None
+
+    @classmethod
+    def read(cls, folder: Any) -> DenseIndex:
+        faiss = load_faiss()
+        base = faiss.read_index(str(folder / "dense.faiss"))
+        delta = faiss.read_index(str(folder / DELTA)) if (folder / DELTA).is_file() else None
+        dead = (
+            np.load(folder / TOMBSTONES, allow_pickle=False)
+            if (folder / TOMBSTONES).is_file()
+            else None
+        )
+        return cls(base, delta, dead)
+
+    @property
+    def ntotal(self) -> int:
+        return (
+            int(self.base.ntotal) - len(self.tombstones) + (self.delta.ntotal if self.delta else 0)
+        )
+
+    def set_ef_search(self, ef: int) -> None:
+        set_ef_search(self.base, ef)
+
+    def _params(self) -> Any:
+        # one parameters object per call: FAISS's id map swaps its selector in place while it
+        # searches, so a shared one would race between threads serving queries
+        if self._not is None:
+            return None
+        faiss = load_faiss()
+        if hasattr(self._inner, "hnsw"):
+            return faiss.SearchParametersHNSW(sel=self._not, efSearch=self._inner.hnsw.efSearch)
+        if hasattr(self._inner, "nprobe"):
+            return faiss.SearchParametersIVF(sel=self._not, nprobe=self._inner.nprobe)
+        return faiss.SearchParameters(sel=self._not)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, ids) of the ``k`` best passages per query, best first; -1 ids pad."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        scores, ids = self.base.search(queries, k, params=self._params())
+        if self.delta is None:
+            return scores, ids
+        ds, di = self.delta.search(queries, min(k, self.delta.ntotal))
+        all_s = np.concatenate([np.where(ids >= 0, scores, -np.inf), ds], axis=1)
+        all_i = np.concatenate([ids, di], axis=1)
+        order = np.argsort(-all_s, axis=1, kind="stable")[:, :k]
+        return (
+            np.take_along_axis(all_s, order, axis=1).astype(np.float32),
+            np.take_along_axis(all_i, order, axis=1),
+        )

@@ -21,14 +21,15 @@ from kbflow.embed.factory import embed_settings_for, make_embedder
 from kbflow.embed.sglang import query_embed_settings
 from kbflow.index.adapter import Fitted, fit_adapter
 from kbflow.index.build import build_version, new_version_id
-from kbflow.index.calibrate import calibrate_index
+from kbflow.index.calibrate import calibrate_index, calibration_key
+from kbflow.index.incremental import Plan, plan_reuse
 from kbflow.results import Built, Embedded, Pulled
 from kbflow.runner import MARKER, run_stage
 from kbflow.settings import Settings, settings_fingerprint
 from kbflow.store import catalog
 from kbflow.store.golden import GoldenQuery, calibration_queries, run_golden, sample_golden
 from kbflow.store.home import DataHome
-from kbflow.store.versions import read_manifest, update_manifest
+from kbflow.store.versions import current_version, read_manifest, update_manifest, version_dir
 
 
 def stage_adapter(
@@ -63,6 +64,28 @@ def stage_adapter(
         embed_queries=embed_queries,
         threads=settings.embed.threads,
     )
+
+
+def reused_calibration(
+    vdir: Path, plan: Plan, settings: Settings, golden: list[GoldenQuery]
+) -> dict[str, Any] | None:
+    """The live version's calibration, for an incremental version that moved less than
+    ``index.recalibrate_share`` of its base and calibrates on the same golden queries; None
+    when it must calibrate itself. The gate still scores the new version on its own."""
+    if plan.dense is None or plan.report.get("delta_share", 1.0) > settings.index.recalibrate_share:
+        return None
+    live = read_manifest(plan.dense.base_dir).get("calibration") or {}
+    if not live or live.get("key") != calibration_key(golden, settings):
+        return None
+    return {
+        **live,
+        "reused_from": read_manifest(plan.dense.base_dir)["version"],
+        "reused_because": (
+            f"the version moved {plan.report['delta_share']:.1%} of its base "
+            f"(index.recalibrate_share {settings.index.recalibrate_share:.0%}) "
+            "and the golden calibration queries are the same"
+        ),
+    }
 
 
 def index_stage(
@@ -108,12 +131,29 @@ def index_stage(
             manifest["adapter"] = adapter_report = fitted.report
             if fitted.embedding:
                 manifest["embedding"] = {**info, "adapter": fitted.embedding}
+            live = current_version(home.indexes)
+            plan = plan_reuse(
+                version_dir(home.indexes, live) if live else None,
+                passages,
+                manifest["embedding"],
+                settings.index,
+                adapter=fitted.folder is not None or fitted.vectors is not None,
+            )
             vdir = build_version(
-                home.indexes, version, passages, vectors, manifest, settings.index, fitted.folder
+                home.indexes,
+                version,
+                passages,
+                vectors,
+                manifest,
+                settings.index,
+                fitted.folder,
+                plan,
             )
             n_passages = passages.num_rows
             del passages, vectors, fitted  # calibration reloads the version from disk
-            cal = calibrate_index(vdir, cal_settings, golden)
+            cal = reused_calibration(vdir, plan, settings, golden) or calibrate_index(
+                vdir, cal_settings, golden
+            )
         update_manifest(vdir, calibration=cal)
         catalog.record_version(home.catalog_path, read_manifest(vdir))
         return {
@@ -123,6 +163,7 @@ def index_stage(
             "entries": entries,
             "calibration": cal,
             "adapter": adapter_report,
+            "build": {**plan.report, "calibration_reused": "reused_from" in cal},
         }
 
     return run_stage(home, run_id, "index", run)

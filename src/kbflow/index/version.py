@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from kbflow.errors import IndexError_
 from kbflow.index.bm25 import Bm25Index, tokenize
 from kbflow.index.build import HUB
-from kbflow.index.dense import load_faiss
+from kbflow.index.dense import DenseIndex
 from kbflow.store.versions import MANIFEST, embedding_info
 
 WEIGHT_GRID = tuple(round(x * 0.1, 1) for x in range(11))
@@ -54,8 +54,6 @@ class LoadedVersion:
     """A version folder loaded for search (read-only)."""
 
     def __init__(self, folder: Path) -> None:
-        faiss = load_faiss()
-
         if not (folder / MANIFEST).is_file():
             raise IndexError_(f"{folder} is not a complete index version")
         self.folder = folder
@@ -75,9 +73,8 @@ class LoadedVersion:
         self._id_order = np.argsort(faiss_ids)
         self._sorted_ids = faiss_ids[self._id_order]
         self.vectors = np.load(folder / "vectors.npy", mmap_mode="r", allow_pickle=False)
-        self.dense = faiss.read_index(str(folder / "dense.faiss"))
-        if hasattr(self.dense, "index") and hasattr(faiss.downcast_index(self.dense.index), "hnsw"):
-            faiss.downcast_index(self.dense.index).hnsw.efSearch = 128  # type: ignore[attr-defined]
+        self.dense = DenseIndex.read(folder)
+        self.dense.set_ef_search(128)
         self.bm25 = Bm25Index.load(folder / "bm25")
         tokenize("预热")  # load jieba's dictionary now, not inside the first query
         self.entry_ids: list[str] = list(dict.fromkeys(self.entry_of_row))

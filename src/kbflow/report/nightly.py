@@ -178,6 +178,8 @@ def write_nightly_report(
         if cal.get("scores_by_weight"):
             body.append(bar_chart("self-check objective by dense weight", cal["scores_by_weight"]))
     body += adapter_section(summary.get("adapter"))
+    if summary.get("index_build"):
+        body.append(f"<h2>Index build</h2><p>{esc(describe_build(summary['index_build']))}</p>")
     body += [
         "<h2>Quarantined rows</h2>",
         html_table(
@@ -315,6 +317,23 @@ def replay_section(r: dict[str, Any] | None, live_version: Any) -> str:
             )
         )
     return "".join(out)
+
+
+def describe_build(build: dict[str, Any]) -> str:
+    """One line on how the version was built (``kbflow.index.incremental``)."""
+    if build.get("mode") == "incremental":
+        text = (
+            f"incremental on base {build.get('base_version')}: {build.get('delta_passages', 0):,} "
+            f"passages in the delta, {build.get('tombstones', 0):,} tombstones "
+            f"({build.get('delta_share', 0):.1%} of the base)"
+        )
+    else:
+        text = f"full ({build.get('reason', '')})"
+    if build.get("tokens_reused"):
+        text += f"; keyword tokens of {build['tokens_reused']:,} passages reused"
+    if build.get("calibration_reused"):
+        text += "; calibration reused"
+    return text
 
 
 def adapter_section(adapter: dict[str, Any] | None) -> list[str]:

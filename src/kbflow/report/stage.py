@@ -85,6 +85,7 @@ def report_stage(
         "overlay": (m["chunk"] or {}).get("overlay"),
         "calibration": index.get("calibration"),
         "adapter": index.get("adapter"),
+        "index_build": index.get("build"),
         "gate": _gate_summary(m["gate"], home, index.get("version")),
         "timings": {s: v["seconds"] for s, v in m.items() if v and "seconds" in v},
     }

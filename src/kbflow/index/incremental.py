@@ -1,0 +1,209 @@
+"""What a new version can reuse from the live one (``kbflow.index.build`` applies it).
+
+Two independent reuses:
+
+- **Tokens**: a passage whose text the live version holds keeps the live version's BM25 tokens
+  (``bm25/doc_tokens.npy``), so only new texts are tokenised. The keyword index itself is rebuilt
+  from the tokens in seconds (``kbflow.index.bm25.score_matrix``), with the same scores as a
+  from-scratch build, since idf and lengths are the whole corpus's.
+- **Dense**: the live version's base segment (``dense.faiss``) is shared by hard link, and only
+  the passages it lacks (new, or changed text) go into a delta, with the base ids the version no
+  longer serves as tombstones. Allowed when the vectors are the same model's with no adapter on
+  either side, the index settings and the index kind (Flat/HNSW/IVF by size) are unchanged, and
+  the delta plus tombstones stay within ``index.max_delta_share`` of the base; past that the
+  version is built from scratch and becomes the next base (the merge). Hub scores of base
+  passages are the base's (their neighbours moved by at most that share); delta passages are
+  scored against the whole version.
+
+Calibration is reused when the version is incremental, moved less than
+``index.recalibrate_share`` and the golden calibration queries are the same
+(``kbflow.index.stage``)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from kbflow.index.bm25 import TOKENIZER, DocTokens
+from kbflow.index.dense import BASE_KEYS, choose_factory
+from kbflow.settings import IndexSettings
+from kbflow.store.versions import MANIFEST, read_manifest
+
+log = logging.getLogger(__name__)
+
+#: Passage kinds the keyword index holds as empty documents (``kbflow.chunk``: a title's words
+#: are in its answer passage already).
+DENSE_ONLY_KINDS = frozenset({"title"})
+
+
+@dataclass
+class DenseReuse:
+    """The base segment to share and what the new version changes in it."""
+
+    base_dir: Path
+    """The live version folder whose ``dense.faiss`` and ``dense-base.parquet`` are shared."""
+    in_base: np.ndarray
+    """Per new passage row: served by the base segment (same faiss id, same text)."""
+    tombstones: np.ndarray
+    """Base ids the new version does not serve from the base (sorted int64)."""
+    hub: np.ndarray | None
+    """Per new row: the live version's hub score of the same passage (NaN for delta rows),
+    None when the version has no hub correction."""
+
+
+@dataclass
+class Plan:
+    dense: DenseReuse | None = None
+    tokens: DocTokens | None = None
+    token_rows: np.ndarray | None = None
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+def _live_row_of(live: pa.Table, faiss_ids: np.ndarray) -> np.ndarray:
+    """Row of each faiss id in the live version's passages, -1 where it has none."""
+    live_ids = live.column("faiss_id").to_numpy()
+    order = np.argsort(live_ids, kind="stable")
+    pos = np.searchsorted(live_ids[order], faiss_ids)
+    pos = np.clip(pos, 0, max(len(order) - 1, 0))
+    found = len(order) > 0
+    rows = order[pos] if found else np.zeros(len(faiss_ids), np.int64)
+    ok = live_ids[rows] == faiss_ids if found else np.zeros(len(faiss_ids), bool)
+    return np.where(ok, rows, -1)
+
+
+def keyword_texts(passages: pa.Table) -> list[str]:
+    """The text each passage row contributes to BM25 (row-aligned; dense-only kinds empty)."""
+    return [
+        "" if kind in DENSE_ONLY_KINDS else text
+        for kind, text in zip(
+            passages.column("kind").to_pylist(), passages.column("text").to_pylist(), strict=True
+        )
+    ]
+
+
+def keyword_mask(kinds: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """True where a passage's text is indexed for keywords (not a dense-only kind)."""
+    return ~pc.is_in(kinds, pa.array(sorted(DENSE_ONLY_KINDS))).to_numpy(zero_copy_only=False)
+
+
+def token_rows(live: pa.Table, passages: pa.Table) -> np.ndarray:
+    """Per new row, a live row whose keyword text is the same (-1: tokenise it)."""
+    live_kw = keyword_mask(live.column("kind"))
+    first: dict[str, int] = {}
+    for r, h in enumerate(live.column("text_hash").to_pylist()):
+        if live_kw[r]:
+            first.setdefault(h, r)
+    kw = keyword_mask(passages.column("kind"))
+    return np.fromiter(
+        (
+            first.get(h, -1) if kw[i] else -1
+            for i, h in enumerate(passages.column("text_hash").to_pylist())
+        ),
+        dtype=np.int64,
+        count=passages.num_rows,
+    )
+
+
+def plan_reuse(
+    live_dir: Path | None,
+    passages: pa.Table,
+    embedding: dict[str, Any],
+    settings: IndexSettings,
+    adapter: bool,
+) -> Plan:
+    """What a version of ``passages`` (embedded as ``embedding``; ``adapter``: the version
+    ships one, so its vectors are its own) reuses from ``live_dir``, with the reasons."""
+    plan = Plan(report={"mode": "full", "base_version": None})
+    if live_dir is None or not (live_dir / MANIFEST).is_file():
+        plan.report["reason"] = "no live version"
+        return plan
+    live_manifest = read_manifest(live_dir)
+    live = pq.read_table(live_dir / "passages.parquet", columns=["faiss_id", "text_hash", "kind"])
+    bm25 = live_manifest.get("index", {}).get("bm25", {})
+    if bm25.get("tokenizer_version") == TOKENIZER:
+        plan.tokens = DocTokens.load(live_dir / "bm25")
+        if plan.tokens is not None and len(plan.tokens) == live.num_rows:
+            plan.token_rows = token_rows(live, passages)
+            plan.report["tokens_reused"] = int((plan.token_rows >= 0).sum())
+        else:
+            plan.tokens = None
+    why = _dense_refusal(live_dir, live_manifest, embedding, settings, adapter, passages.num_rows)
+    if why:
+        plan.report["reason"] = why
+        return plan
+    keys = pq.read_table(live_dir / BASE_KEYS)
+    base_ids = keys.column("faiss_id").to_numpy()
+    new_ids = passages.column("faiss_id").to_numpy()
+    base_row = _live_row_of(keys, new_ids)
+    base_hash = keys.column("text_hash").to_numpy(zero_copy_only=False)
+    new_hash = passages.column("text_hash").to_numpy(zero_copy_only=False)
+    in_base = base_row >= 0
+    in_base[in_base] = base_hash[base_row[in_base]] == new_hash[in_base]
+    hub = None
+    if live_manifest["index"].get("dense_scale", {}).get("hub_weight"):
+        live_hub = np.load(live_dir / "hub.npy", allow_pickle=False)
+        live_row = _live_row_of(live, new_ids)
+        hub = np.full(passages.num_rows, np.nan, dtype=np.float32)
+        # a base passage the live version did not serve has no hub score there: re-scored
+        in_base &= live_row >= 0
+        hub[in_base] = live_hub[live_row[in_base]]
+    tombstones = np.setdiff1d(base_ids, new_ids[in_base]).astype(np.int64)
+    delta = int((~in_base).sum())
+    share = (delta + len(tombstones)) / max(len(base_ids), 1)
+    plan.report.update(
+        delta_passages=delta,
+        tombstones=len(tombstones),
+        delta_share=round(share, 4),
+        base_passages=len(base_ids),
+    )
+    if share > settings.max_delta_share:
+        plan.report["reason"] = (
+            f"delta and tombstones are {share:.1%} of the base segment, over "
+            f"index.max_delta_share {settings.max_delta_share:.0%}: merged into a new base"
+        )
+        return plan
+    plan.dense = DenseReuse(live_dir, in_base, tombstones, hub)
+    plan.report.update(
+        mode="incremental",
+        base_version=live_manifest.get("index", {}).get("segments", {}).get("base_version")
+        or live_manifest.get("version"),
+        reason=f"delta and tombstones are {share:.1%} of the base segment",
+    )
+    return plan
+
+
+def _dense_refusal(
+    live_dir: Path,
+    live_manifest: dict[str, Any],
+    embedding: dict[str, Any],
+    settings: IndexSettings,
+    adapter: bool,
+    n: int,
+) -> str | None:
+    if not settings.incremental:
+        return "index.incremental is off (a full rebuild was asked for)"
+    live_emb = live_manifest.get("embedding", {})
+    if adapter or live_emb.get("adapter"):
+        return "an adapter maps this version's or the live version's vectors"
+    if live_emb.get("model_key") != embedding.get("model_key"):
+        return f"the model changed ({live_emb.get('model_key')} -> {embedding.get('model_key')})"
+    live_settings = live_manifest.get("settings", {}).get("index")
+    mine = settings.model_dump(mode="json", exclude=set(IndexSettings.REUSE_NEUTRAL))
+    theirs = {
+        k: v for k, v in (live_settings or {}).items() if k not in IndexSettings.REUSE_NEUTRAL
+    }
+    if theirs != mine:
+        return "the index settings changed"
+    factory = live_manifest.get("index", {}).get("factory")
+    if factory != choose_factory(n, settings):
+        return f"the index kind changes with the KB's size ({factory} -> {choose_factory(n, settings)})"
+    if not (live_dir / BASE_KEYS).is_file() or not (live_dir / "dense.faiss").is_file():
+        return "the live version was built before incremental versions"
+    return None
