@@ -423,20 +423,21 @@ def section_incremental(res: Path) -> list[str]:
         out.append(f"Load average start/end: {m['load_avg_start'][0]} / {m['load_avg_end'][0]}")
         out.append("")
         out.append(
-            "| run | status | wall s | vs full build | passages | texts embedded (for real) | embedded / full passages | main stages s |"
+            "| run | status | wall s | vs full build | passages | texts embedded (for real) | embedded / full passages | index build | main stages s |"
         )
-        out.append("|---|---|---:|---:|---:|---:|---:|---|")
+        out.append("|---|---|---:|---:|---:|---:|---:|---|---|")
         for name, s in r["scenarios"].items():
             st = s["stages"]
             main = ", ".join(
                 f"{k} {st[k]:.1f}"
-                for k in ("validate", "clean", "chunk", "embed", "index", "gate")
+                for k in ("validate", "clean", "chunk", "embed", "index", "review", "gate")
                 if k in st
             )
+            build = (s.get("index_build") or {}).get("mode", "")
             out.append(
                 f"| {name} | {s['status']} | {_f(s['total_wall_s'])}{' **(extrapolated)**' if s['total_extrapolated'] else ''} | "
                 f"{_f(s.get('time_vs_full', 1.0), 4)} | {_f(s['passages'])} | {_f(s['texts_embedded'])} ({_f(s['texts_embedded_for_real'])}) | "
-                f"{_f(s.get('embedded_vs_full_passages', 1.0), 5)} | {main} |"
+                f"{_f(s.get('embedded_vs_full_passages', 1.0), 5)} | {build} | {main} |"
             )
         out.append("")
         for fl in r["floors"]:
@@ -446,8 +447,9 @@ def section_incremental(res: Path) -> list[str]:
         out.append(
             "The full build's embed stage is extrapolated from a sample (as in the stage table); "
             "every rerun is measured, its new texts embedded for real when at most "
-            f"{r['embed_cap']:,} (else sampled and marked). Changed runs rebuild the whole index "
-            "version (FAISS + BM25 + calibration): that, not embedding, is their cost."
+            f"{r['embed_cap']:,} (else sampled and marked). A changed run builds its version "
+            "incrementally when the change is small (index build column: the live version's "
+            'dense segment, tokens and calibration reused; README, "Small changes, small runs").'
         )
         out.append("")
     return out

@@ -13,6 +13,7 @@ import pytest
 from kbflow_flows.nightly import kb_nightly
 
 from kbflow.contracts import PASSAGE, read_table
+from kbflow.embed.cache import EmbeddingCache
 from kbflow.index.bm25 import tokenize
 from kbflow.index.build import build_version
 from kbflow.index.dense import DELTA, TOMBSTONES
@@ -108,6 +109,10 @@ def test_a_small_change_is_built_incrementally(runs: dict[str, Any]) -> None:
     assert cal["dense_weight"] == one["calibration"]["dense_weight"]
     assert second["gate"]["passed"]
     v = LoadedVersion(folder)
+    # vectors of unchanged texts came from the live version's vectors.npy: the cache's exactly
+    cache = EmbeddingCache(home / "embeddings", two["embedding"]["model_key"], v.vectors.shape[1])
+    passages = read_table(folder / "passages.parquet", PASSAGE)
+    assert np.array_equal(cache.get(passages.column("text_hash").to_pylist()), v.vectors)
     assert "new-a-0" in v.entry_ids and v.dense.ntotal == v.n_passages
     hits = v.candidates(None, tokenize("新品0号坏了能免费修吗"))
     assert v.entry_ids[int(hits.entries[int(np.argmax(hits.keyword))])] == "new-a-0"

@@ -22,7 +22,7 @@ from kbflow.embed.sglang import query_embed_settings
 from kbflow.index.adapter import Fitted, fit_adapter
 from kbflow.index.build import build_version, new_version_id
 from kbflow.index.calibrate import calibrate_index, calibration_key
-from kbflow.index.incremental import Plan, plan_reuse
+from kbflow.index.incremental import Plan, passage_vectors, plan_reuse
 from kbflow.results import Built, Embedded, Pulled
 from kbflow.runner import MARKER, run_stage
 from kbflow.settings import Settings, settings_fingerprint
@@ -100,7 +100,9 @@ def index_stage(
         passages = read_table(home.stage_dir(run_id, "chunk") / "passages.parquet", PASSAGE)
         info = embedded["model"]
         cache = EmbeddingCache(home.embeddings, info["model_key"], info["dim"])
-        vectors = cache.get(passages.column("text_hash").to_pylist())
+        live = current_version(home.indexes)
+        live_dir = version_dir(home.indexes, live) if live else None
+        vectors = passage_vectors(cache, passages, live_dir, info["model_key"])
         chunk_summary = json.loads((home.stage_dir(run_id, "chunk") / MARKER).read_text())
         version = new_version_id(run_id)
         entries = len(set(passages.column("entry_id").to_pylist()))
@@ -131,9 +133,8 @@ def index_stage(
             manifest["adapter"] = adapter_report = fitted.report
             if fitted.embedding:
                 manifest["embedding"] = {**info, "adapter": fitted.embedding}
-            live = current_version(home.indexes)
             plan = plan_reuse(
-                version_dir(home.indexes, live) if live else None,
+                live_dir,
                 passages,
                 manifest["embedding"],
                 settings.index,

@@ -19,9 +19,10 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from kbflow.errors import IndexError_
-from kbflow.index.bm25 import Bm25Index, tokenize
+from kbflow.index.bm25 import EMPTY_TOKEN, Bm25Index, DocTokens, tokenize
 from kbflow.index.build import HUB
 from kbflow.index.dense import DenseIndex
+from kbflow.index.incremental import DENSE_ONLY_KINDS
 from kbflow.store.versions import MANIFEST, embedding_info
 
 WEIGHT_GRID = tuple(round(x * 0.1, 1) for x in range(11))
@@ -88,6 +89,8 @@ class LoadedVersion:
         self.bm25_scale: float = float(cal.get("bm25_scale", 1.0)) or 1.0
         self.threshold: float = float(cal.get("handoff_threshold", 0.0))
         self._token_sets: dict[int, frozenset[str]] = {}
+        self._doc: DocTokens | None = None  # the saved BM25 tokens, loaded on first use
+        self._doc_loaded = False
         self._compact: dict[int, str] = {}
         index_settings = self.manifest.get("settings", {}).get("index", {})
         # versions built before the setting existed keep their best-passage-only scoring
@@ -104,11 +107,25 @@ class LoadedVersion:
         self.dense_span: float = float(scale.get("hi", 1.0)) - self.dense_lo
 
     def token_set(self, row: int) -> frozenset[str]:
-        """Tokens of a passage, computed once per version (held-out checks ask repeatedly)."""
+        """Tokens of a passage, computed once per version (held-out checks ask repeatedly):
+        the version's saved BM25 tokens where it has them, else ``tokenize``."""
         got = self._token_sets.get(row)
         if got is None:
-            got = self._token_sets[row] = frozenset(tokenize(self.texts[row]))
+            doc = self._doc_tokens()
+            if doc is not None and self.kinds[row] not in DENSE_ONLY_KINDS:
+                ids = doc.ids[doc.offsets[row] : doc.offsets[row + 1]]
+                got = frozenset(doc.vocab[i] for i in ids.tolist()) - {EMPTY_TOKEN}
+            else:
+                got = frozenset(tokenize(self.texts[row]))
+            self._token_sets[row] = got
         return got
+
+    def _doc_tokens(self) -> DocTokens | None:
+        if not self._doc_loaded:
+            doc = DocTokens.load(self.folder / "bm25")
+            self._doc = doc if doc is not None and len(doc) == self.n_passages else None
+            self._doc_loaded = True
+        return self._doc
 
     def compact_text(self, row: int) -> str:
         """A passage's text without whitespace, computed once per version."""
@@ -147,8 +164,11 @@ class LoadedVersion:
         ``exclude`` hides passages by row (held-out self-check).
         """
         kw_all = self.bm25.scores(tokens) if tokens else np.zeros(self.n_passages, np.float32)
+        hidden: np.ndarray | None = None
         if exclude is not None and len(exclude):
             kw_all[exclude] = 0.0
+            hidden = np.zeros(self.n_passages, dtype=bool)
+            hidden[exclude] = True
         k = min(n + (0 if exclude is None else len(exclude)), self.n_passages)
         kw_rows = (
             np.argpartition(-kw_all, k - 1)[:k]
@@ -162,33 +182,56 @@ class LoadedVersion:
             ids = ids[0][ids[0] >= 0]
             rows.append(self.rows_for_ids(ids))
         cand_rows = np.unique(np.concatenate(rows)) if rows else np.zeros(0, np.int64)
-        if exclude is not None and len(exclude):
-            cand_rows = cand_rows[~np.isin(cand_rows, exclude)]
+        if hidden is not None:
+            cand_rows = cand_rows[~hidden[cand_rows]]
         entries = np.unique(self.row_entry[cand_rows])
         m = len(entries)
         dense = np.zeros(m, np.float32)
         keyword = np.zeros(m, np.float32)
         best_d = np.zeros(m, np.int64)
         best_k = np.zeros(m, np.int64)
-        for j, e in enumerate(entries):
-            er = self.entry_rows[e]
-            if exclude is not None and len(exclude):
-                er = er[~np.isin(er, exclude)]
-                if len(er) == 0:
-                    continue
-            ks = kw_all[er]
-            best_k[j] = er[int(np.argmax(ks))]
-            keyword[j] = float(ks.max())
-            if qvec is not None:
-                ds = self.dense_scores(er, qvec)
-                top = int(np.argmax(ds))
-                best_d[j] = er[top]
-                dense[j] = float(ds[top])
-                if self.second_weight and len(ds) > 1:
-                    second = float(np.partition(ds, -2)[-2])
-                    dense[j] = (dense[j] + self.second_weight * second) / (1 + self.second_weight)
-            else:
-                best_d[j] = best_k[j]
+        if m == 0:
+            return Candidates(entries, dense, keyword, best_d, best_k)
+        # every passage of every candidate entry at once; per entry the best (first of equals,
+        # in row order) and, for the dense side, the second best
+        groups = [self.entry_rows[e] for e in entries]
+        rows_all = np.concatenate(groups)
+        owner = np.repeat(np.arange(m), [len(g) for g in groups])
+        if hidden is not None:
+            keep = ~hidden[rows_all]
+            rows_all, owner = rows_all[keep], owner[keep]
+        if len(rows_all) == 0:
+            return Candidates(entries, dense, keyword, best_d, best_k)
+        ks = kw_all[rows_all]
+        order = np.lexsort((-ks, owner))
+        sorted_owner = owner[order]
+        head = np.r_[True, sorted_owner[1:] != sorted_owner[:-1]]
+        top = order[head]
+        keyword[owner[top]] = ks[top]
+        best_k[owner[top]] = rows_all[top]
+        if qvec is None:
+            best_d[:] = best_k
+            return Candidates(entries, dense, keyword, best_d, best_k)
+        ds = self.dense_scores(rows_all, qvec).astype(np.float32)
+        order = np.lexsort((-ds, owner))
+        sorted_owner = owner[order]
+        head = np.r_[True, sorted_owner[1:] != sorted_owner[:-1]]
+        top = order[head]
+        dense[owner[top]] = ds[top]
+        best_d[owner[top]] = rows_all[top]
+        if self.second_weight:
+            # the element after each head, when it belongs to the same entry
+            nxt = np.nonzero(head)[0] + 1
+            has = nxt < len(order)
+            has[has] = sorted_owner[nxt[has]] == sorted_owner[nxt[has] - 1]
+            second = np.zeros(m, np.float32)
+            pair = owner[top][has]
+            second[pair] = ds[order[nxt[has]]]
+            two = np.zeros(m, bool)
+            two[pair] = True
+            # the same float32 steps as one entry at a time: (best + f32(w * second)) / f32(1 + w)
+            blend = (self.second_weight * second[two].astype(np.float64)).astype(np.float32)
+            dense[two] = (dense[two] + blend) / np.float32(1 + self.second_weight)
         return Candidates(entries, dense, keyword, best_d, best_k)
 
     def fuse(
