@@ -60,23 +60,36 @@ class DenseReuse:
 
 
 @dataclass
+class Live:
+    """The live version as reuse needs it, read once per run: its folder, manifest and the
+    passages' ids, text hashes and kinds."""
+
+    dir: Path
+    manifest: dict[str, Any]
+    passages: pa.Table
+
+    @classmethod
+    def load(cls, live_dir: Path | None) -> Live | None:
+        if live_dir is None or not (live_dir / MANIFEST).is_file():
+            return None
+        return cls(
+            live_dir,
+            read_manifest(live_dir),
+            pq.read_table(live_dir / "passages.parquet", columns=["faiss_id", "text_hash", "kind"]),
+        )
+
+    def same_vectors(self, model_key: str) -> bool:
+        """Its ``vectors.npy`` holds ``model_key``'s vectors as the cache does (no adapter)."""
+        emb = self.manifest.get("embedding", {})
+        return emb.get("model_key") == model_key and not emb.get("adapter")
+
+
+@dataclass
 class Plan:
     dense: DenseReuse | None = None
     tokens: DocTokens | None = None
     token_rows: np.ndarray | None = None
     report: dict[str, Any] = field(default_factory=dict)
-
-
-def _live_row_of(live: pa.Table, faiss_ids: np.ndarray) -> np.ndarray:
-    """Row of each faiss id in the live version's passages, -1 where it has none."""
-    live_ids = live.column("faiss_id").to_numpy()
-    order = np.argsort(live_ids, kind="stable")
-    pos = np.searchsorted(live_ids[order], faiss_ids)
-    pos = np.clip(pos, 0, max(len(order) - 1, 0))
-    found = len(order) > 0
-    rows = order[pos] if found else np.zeros(len(faiss_ids), np.int64)
-    ok = live_ids[rows] == faiss_ids if found else np.zeros(len(faiss_ids), bool)
-    return np.where(ok, rows, -1)
 
 
 def keyword_texts(passages: pa.Table) -> list[str]:
@@ -94,49 +107,40 @@ def keyword_mask(kinds: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return ~pc.is_in(kinds, pa.array(sorted(DENSE_ONLY_KINDS))).to_numpy(zero_copy_only=False)
 
 
-def rows_with_text(
-    live: pa.Table, passages: pa.Table, live_mask: np.ndarray | None = None
+def first_rows(
+    live: pa.Table, passages: pa.Table, column: str, live_mask: np.ndarray | None = None
 ) -> np.ndarray:
-    """Per new row, the first live row with the same text hash (among ``live_mask``'s rows),
-    -1 where there is none. One Arrow hash lookup, no Python loop over the rows."""
-    hashes = live.column("text_hash")
+    """Per new row, the first live row with the same ``column`` value (among ``live_mask``'s
+    rows), -1 where there is none. One Arrow hash lookup, no Python loop over the rows."""
+    keys = live.column(column)
     rows = np.arange(live.num_rows, dtype=np.int64)
     if live_mask is not None:
-        hashes = hashes.filter(pa.array(live_mask))
+        keys = keys.filter(pa.array(live_mask))
         rows = rows[live_mask]
-    pos = pc.index_in(passages.column("text_hash"), value_set=hashes.combine_chunks())
+    pos = pc.index_in(passages.column(column), value_set=keys.combine_chunks())
     found = pos.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
     return np.where(found >= 0, rows[np.maximum(found, 0)] if len(rows) else -1, -1)
 
 
 def token_rows(live: pa.Table, passages: pa.Table) -> np.ndarray:
     """Per new row, a live row whose keyword text is the same (-1: tokenise it)."""
-    got = rows_with_text(live, passages, keyword_mask(live.column("kind")))
+    got = first_rows(live, passages, "text_hash", keyword_mask(live.column("kind")))
     return np.where(keyword_mask(passages.column("kind")), got, -1)
 
 
 def passage_vectors(
-    cache: EmbeddingCache, passages: pa.Table, live_dir: Path | None, model_key: str
+    cache: EmbeddingCache, passages: pa.Table, live: Live | None, model_key: str
 ) -> np.ndarray:
     """The passages' vectors, row-aligned: those whose text the live version holds are read
-    from its ``vectors.npy`` (the same model's vectors, when the live version has no adapter),
-    the rest from the embedding cache (which has them all; reading half a million from its
-    shards took 5 s at 100k entries)."""
+    from its ``vectors.npy`` (when they are the same model's, no adapter), the rest from the
+    embedding cache (which has them all; reading half a million from its shards took 5 s at
+    100k entries)."""
     hashes = passages.column("text_hash")
-    live = (
-        read_manifest(live_dir)
-        if live_dir is not None and (live_dir / MANIFEST).is_file()
-        else None
-    )
-    emb = (live or {}).get("embedding", {})
-    if live is None or emb.get("model_key") != model_key or emb.get("adapter"):
+    if live is None or not live.same_vectors(model_key):
         return cache.get(hashes.to_pylist())
-    assert live_dir is not None
-    rows = rows_with_text(
-        pq.read_table(live_dir / "passages.parquet", columns=["text_hash"]), passages
-    )
+    rows = first_rows(live.passages, passages, "text_hash")
     have = rows >= 0
-    stored = np.load(live_dir / "vectors.npy", mmap_mode="r", allow_pickle=False)
+    stored = np.load(live.dir / "vectors.npy", mmap_mode="r", allow_pickle=False)
     out = np.empty((passages.num_rows, cache.dim), dtype=np.float32)
     out[have] = stored[rows[have]]
     miss = np.nonzero(~have)[0]
@@ -146,20 +150,19 @@ def passage_vectors(
 
 
 def plan_reuse(
-    live_dir: Path | None,
+    found: Live | None,
     passages: pa.Table,
     embedding: dict[str, Any],
     settings: IndexSettings,
     adapter: bool,
 ) -> Plan:
     """What a version of ``passages`` (embedded as ``embedding``; ``adapter``: the version
-    ships one, so its vectors are its own) reuses from ``live_dir``, with the reasons."""
+    ships one, so its vectors are its own) reuses from the live version, with the reasons."""
     plan = Plan(report={"mode": "full", "base_version": None})
-    if live_dir is None or not (live_dir / MANIFEST).is_file():
+    if found is None:
         plan.report["reason"] = "no live version"
         return plan
-    live_manifest = read_manifest(live_dir)
-    live = pq.read_table(live_dir / "passages.parquet", columns=["faiss_id", "text_hash", "kind"])
+    live_dir, live_manifest, live = found.dir, found.manifest, found.passages
     bm25 = live_manifest.get("index", {}).get("bm25", {})
     if bm25.get("tokenizer_version") == TOKENIZER:
         plan.tokens = DocTokens.load(live_dir / "bm25")
@@ -175,7 +178,7 @@ def plan_reuse(
     keys = pq.read_table(live_dir / BASE_KEYS)
     base_ids = keys.column("faiss_id").to_numpy()
     new_ids = passages.column("faiss_id").to_numpy()
-    base_row = _live_row_of(keys, new_ids)
+    base_row = first_rows(keys, passages, "faiss_id")
     in_base = base_row >= 0
     same = pc.equal(
         keys.column("text_hash").take(pa.array(np.maximum(base_row, 0))),
@@ -185,7 +188,7 @@ def plan_reuse(
     hub = None
     if live_manifest["index"].get("dense_scale", {}).get("hub_weight"):
         live_hub = np.load(live_dir / "hub.npy", allow_pickle=False)
-        live_row = _live_row_of(live, new_ids)
+        live_row = first_rows(live, passages, "faiss_id")
         hub = np.full(passages.num_rows, np.nan, dtype=np.float32)
         # a base passage the live version did not serve has no hub score there: re-scored
         in_base &= live_row >= 0

@@ -22,7 +22,7 @@ from kbflow.embed.sglang import query_embed_settings
 from kbflow.index.adapter import Fitted, fit_adapter
 from kbflow.index.build import build_version, new_version_id
 from kbflow.index.calibrate import calibrate_index, calibration_key
-from kbflow.index.incremental import Plan, passage_vectors, plan_reuse
+from kbflow.index.incremental import Live, Plan, passage_vectors, plan_reuse
 from kbflow.results import Built, Embedded, Pulled
 from kbflow.runner import MARKER, run_stage
 from kbflow.settings import Settings, settings_fingerprint
@@ -67,19 +67,20 @@ def stage_adapter(
 
 
 def reused_calibration(
-    vdir: Path, plan: Plan, settings: Settings, golden: list[GoldenQuery]
+    plan: Plan, live: Live | None, settings: Settings, golden: list[GoldenQuery]
 ) -> dict[str, Any] | None:
     """The live version's calibration, for an incremental version that moved less than
     ``index.recalibrate_share`` of its base and calibrates on the same golden queries; None
     when it must calibrate itself. The gate still scores the new version on its own."""
-    if plan.dense is None or plan.report.get("delta_share", 1.0) > settings.index.recalibrate_share:
+    share = plan.report.get("delta_share", 1.0)
+    if plan.dense is None or live is None or share > settings.index.recalibrate_share:
         return None
-    live = read_manifest(plan.dense.base_dir).get("calibration") or {}
-    if not live or live.get("key") != calibration_key(golden, settings):
+    cal = live.manifest.get("calibration") or {}
+    if not cal or cal.get("key") != calibration_key(golden, settings):
         return None
     return {
-        **live,
-        "reused_from": read_manifest(plan.dense.base_dir)["version"],
+        **cal,
+        "reused_from": live.manifest["version"],
         "reused_because": (
             f"the version moved {plan.report['delta_share']:.1%} of its base "
             f"(index.recalibrate_share {settings.index.recalibrate_share:.0%}) "
@@ -100,9 +101,9 @@ def index_stage(
         passages = read_table(home.stage_dir(run_id, "chunk") / "passages.parquet", PASSAGE)
         info = embedded["model"]
         cache = EmbeddingCache(home.embeddings, info["model_key"], info["dim"])
-        live = current_version(home.indexes)
-        live_dir = version_dir(home.indexes, live) if live else None
-        vectors = passage_vectors(cache, passages, live_dir, info["model_key"])
+        name = current_version(home.indexes)
+        live = Live.load(version_dir(home.indexes, name) if name else None)
+        vectors = passage_vectors(cache, passages, live, info["model_key"])
         chunk_summary = json.loads((home.stage_dir(run_id, "chunk") / MARKER).read_text())
         version = new_version_id(run_id)
         entries = len(set(passages.column("entry_id").to_pylist()))
@@ -134,7 +135,7 @@ def index_stage(
             if fitted.embedding:
                 manifest["embedding"] = {**info, "adapter": fitted.embedding}
             plan = plan_reuse(
-                live_dir,
+                live,
                 passages,
                 manifest["embedding"],
                 settings.index,
@@ -152,7 +153,7 @@ def index_stage(
             )
             n_passages = passages.num_rows
             del passages, vectors, fitted  # calibration reloads the version from disk
-            cal = reused_calibration(vdir, plan, settings, golden) or calibrate_index(
+            cal = reused_calibration(plan, live, settings, golden) or calibrate_index(
                 vdir, cal_settings, golden
             )
         update_manifest(vdir, calibration=cal)

@@ -203,9 +203,7 @@ class LoadedVersion:
         if len(rows_all) == 0:
             return Candidates(entries, dense, keyword, best_d, best_k)
         ks = kw_all[rows_all]
-        order = np.lexsort((-ks, owner))
-        sorted_owner = owner[order]
-        head = np.r_[True, sorted_owner[1:] != sorted_owner[:-1]]
+        order, sorted_owner, head = _best_first(ks, owner)
         top = order[head]
         keyword[owner[top]] = ks[top]
         best_k[owner[top]] = rows_all[top]
@@ -213,25 +211,20 @@ class LoadedVersion:
             best_d[:] = best_k
             return Candidates(entries, dense, keyword, best_d, best_k)
         ds = self.dense_scores(rows_all, qvec).astype(np.float32)
-        order = np.lexsort((-ds, owner))
-        sorted_owner = owner[order]
-        head = np.r_[True, sorted_owner[1:] != sorted_owner[:-1]]
+        order, sorted_owner, head = _best_first(ds, owner)
         top = order[head]
         dense[owner[top]] = ds[top]
         best_d[owner[top]] = rows_all[top]
         if self.second_weight:
-            # the element after each head, when it belongs to the same entry
+            # the element after each head, when it belongs to the same entry, is its second best
             nxt = np.nonzero(head)[0] + 1
             has = nxt < len(order)
             has[has] = sorted_owner[nxt[has]] == sorted_owner[nxt[has] - 1]
-            second = np.zeros(m, np.float32)
             pair = owner[top][has]
-            second[pair] = ds[order[nxt[has]]]
-            two = np.zeros(m, bool)
-            two[pair] = True
             # the same float32 steps as one entry at a time: (best + f32(w * second)) / f32(1 + w)
-            blend = (self.second_weight * second[two].astype(np.float64)).astype(np.float32)
-            dense[two] = (dense[two] + blend) / np.float32(1 + self.second_weight)
+            second = ds[order[nxt[has]]].astype(np.float64)
+            blend = (self.second_weight * second).astype(np.float32)
+            dense[pair] = (dense[pair] + blend) / np.float32(1 + self.second_weight)
         return Candidates(entries, dense, keyword, best_d, best_k)
 
     def fuse(
@@ -266,6 +259,14 @@ class LoadedVersion:
                 )
             )
         return out
+
+
+def _best_first(values: np.ndarray, owner: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Positions ordered by owner, best value first within each (ties keep row order), the
+    owners in that order, and where each owner's run starts (its best)."""
+    order = np.lexsort((-values, owner))
+    sorted_owner = owner[order]
+    return order, sorted_owner, np.r_[True, sorted_owner[1:] != sorted_owner[:-1]]
 
 
 def near_copy_rows(

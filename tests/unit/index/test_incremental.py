@@ -20,7 +20,7 @@ from kbflow.contracts import CLEAN_ENTRY, table_from_rows
 from kbflow.index.bm25 import tokenize
 from kbflow.index.build import build_version
 from kbflow.index.dense import BASE_KEYS, DELTA, TOMBSTONES
-from kbflow.index.incremental import Plan, plan_reuse
+from kbflow.index.incremental import Live, Plan, plan_reuse
 from kbflow.index.version import LoadedVersion
 from kbflow.settings import Settings
 
@@ -136,7 +136,7 @@ def kb(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     )
     e2 = edited(e1, seed=2, change=100, delete=50, add=50)
     p2, v2 = chunked(e2, settings, embed)
-    plan = plan_reuse(first.folder, p2, EMBEDDING, settings.index, False)
+    plan = plan_reuse(Live.load(first.folder), p2, EMBEDDING, settings.index, False)
     incr = build(root / "indexes", "v2", p2, v2, settings, plan)
     full = build(root / "full", "v2", p2, v2, settings, Plan())
     return {
@@ -217,7 +217,7 @@ def test_a_second_increment_stays_one_base_and_a_large_change_merges(kb: dict[st
     settings, embed, root = kb["settings"], kb["embed"], kb["root"]
     e3 = edited(kb["e2"], seed=3, change=100, delete=0, add=20)
     p3, v3 = chunked(e3, settings, embed)
-    plan = plan_reuse(kb["incr"].folder, p3, EMBEDDING, settings.index, False)
+    plan = plan_reuse(Live.load(kb["incr"].folder), p3, EMBEDDING, settings.index, False)
     assert plan.report["mode"] == "incremental" and plan.report["base_version"] == "v1"
     # yesterday's delta is carried again, on top of today's changes
     assert plan.report["delta_passages"] >= 300 + 100 + 20 * 4 - 5
@@ -228,7 +228,7 @@ def test_a_second_increment_stays_one_base_and_a_large_change_merges(kb: dict[st
     ).stat().st_ino
     e4 = edited(e3, seed=4, change=3_000, delete=0, add=0)
     p4, _ = chunked(e4, settings, embed)
-    merged = plan_reuse(third.folder, p4, EMBEDDING, settings.index, False)
+    merged = plan_reuse(Live.load(third.folder), p4, EMBEDDING, settings.index, False)
     assert merged.dense is None and "merged into a new base" in merged.report["reason"]
     assert merged.tokens is not None  # tokens are reused even by a full rebuild
 
@@ -247,7 +247,7 @@ def test_what_forces_a_full_rebuild(kb: dict[str, Any], change: dict[str, Any], 
     base = kb["settings"].index.model_dump()
     settings = type(kb["settings"].index)(**{**base, **change.get("settings", {})})
     plan = plan_reuse(
-        kb["incr"].folder,
+        Live.load(kb["incr"].folder),
         kb["p2"].slice(0, change.get("passages", kb["p2"].num_rows)),
         change.get("embedding", EMBEDDING),
         settings,
