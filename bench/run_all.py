@@ -674,6 +674,41 @@ def section_serve_load(res: Path) -> list[str]:
     return out
 
 
+def section_fleet(res: Path) -> list[str]:
+    out = ["## Many KBs on a work pool", ""]
+    r = _load(res / "results-fleet.json")
+    if r is None:
+        return [*out, "_No results yet: `python bench/bench_fleet.py --kbs 30 --workers 1,2`._", ""]
+    limits = r["limits"]
+    out.append(
+        f"`results-fleet.json` (`{r['command']}`): {r['kbs']} small KBs through `kb-fleet` on a "
+        f"local work pool, limits {', '.join(f'{k} {v}' for k, v in limits.items())}, "
+        f"settings {r.get('defaults') or {}}; one KB's export is broken, one KB's gate blocks."
+    )
+    out.append("")
+    out.append(
+        "| workers | wall s | published / blocked / failed | KBs' stage seconds (sum) | "
+        "embed slot waits s | most at once: " + " / ".join(limits) + " |"
+    )
+    out.append("|---:|---:|---|---:|---:|---|")
+    for run in r["runs"]:
+        st = run["states"]
+        out.append(
+            f"| {run['workers']} | {run['wall_s']} | {st.get('published', 0)} / "
+            f"{st.get('blocked', 0)} / {st.get('failed', 0)} | {run['run_seconds_sum']} | "
+            f"{run['limits']['embed']['waited_s']} | "
+            + " / ".join(
+                f"{run['limits'][k]['most_at_once']} (limit {v})" for k, v in limits.items()
+            )
+            + " |"
+        )
+    out.append("")
+    if "speedup" in r:
+        out.append(f"Speedup, first worker count over the last: {r['speedup']}x (one run).")
+        out.append("")
+    return out
+
+
 def section_embed(res: Path) -> list[str]:
     out = ["## Embedding backends", ""]
     r = _load(res / "results-embed.json")
@@ -874,6 +909,7 @@ def write_results(res: Path, ran: dict[str, Any] | None = None) -> Path:
         section_search,
         section_serve_load,
         section_mining,
+        section_fleet,
         section_embed,
         section_models,
     ):

@@ -18,7 +18,9 @@
 
 ``{{ $VAR }}`` placeholders of ``prefect.yaml`` are filled from the environment, as ``prefect
 deploy`` does: ``KBFLOW_SOURCE`` (the export pulled every night), ``KBFLOW_HOME`` (the data
-home) and, for ``apply``, ``KBFLOW_REPO`` (this checkout, as the workers see it; default: here).
+home), for ``apply`` ``KBFLOW_REPO`` (this checkout, as the workers see it; default: here) and,
+for the fleet's two deployments, ``KBFLOW_FLEET`` (the KB registry): without it they are left
+out, with a note.
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ SPEC = Path(__file__).resolve().parent / "prefect.yaml"
 REPO = SPEC.parents[1]
 _VAR = re.compile(r"\{\{\s*\$(\w+)\s*\}\}")
 _WORKDIR_STEP = "prefect.deployments.steps.set_working_directory"
+#: Deployments that exist only where this variable is set (the many-KBs fleet).
+FLEET_VAR = "KBFLOW_FLEET"
+FLEET_DEPLOYMENTS = ("fleet", "fleet-kb")
 
 
 def load_spec(path: Path = SPEC) -> dict[str, Any]:
@@ -90,6 +95,10 @@ def build_deployments(env: Mapping[str, str] | None = None, for_workers: bool = 
         repo = resolve(steps[0]["directory"], env) if steps else str(REPO)
     out = []
     for dep in spec["deployments"]:
+        if dep["name"] in FLEET_DEPLOYMENTS and not env.get(FLEET_VAR):
+            print(f"deploy: {dep['name']} left out (set {FLEET_VAR} to the KB registry to deploy "
+                  "the fleet)", file=sys.stderr)  # fmt: skip
+            continue
         if repo is not None:
             flow = Flow.from_source(source=repo, entrypoint=dep["entrypoint"])
             assert isinstance(flow, Flow)  # called from sync code: the flow, not a coroutine
@@ -125,21 +134,28 @@ def local_server(
     port: int = 4200, env: Mapping[str, str] | None = None, timeout: float = 180.0
 ) -> Iterator[str]:
     """A ``prefect server start`` on 127.0.0.1:``port`` for the duration of the block; yields
-    its API URL once ``/api/health`` answers. The server (its own process group) is stopped
-    after the block, whatever happens."""
+    its API URL once ``/api/health`` answers. Its output is appended to
+    ``$PREFECT_HOME/server.log``. The server (its own process group) is stopped after the
+    block, whatever happens."""
     url = f"http://127.0.0.1:{port}/api"
     run_env = {**(os.environ if env is None else env), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     run_env.pop("PREFECT_API_URL", None)  # the server must not try to talk to another API
     prefect = Path(sys.executable).with_name("prefect")
     cmd = [str(prefect) if prefect.exists() else "prefect", "server", "start",
            "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
-    proc = subprocess.Popen(cmd, env=run_env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
+    # the server's output goes to a file, never to a pipe nobody reads: a full pipe (64 KiB of
+    # warnings under load) blocks the server's next write, and with it every API call
+    home = Path(run_env.get("PREFECT_HOME") or Path.home() / ".prefect").expanduser()
+    home.mkdir(parents=True, exist_ok=True)
+    log_path = home / "server.log"
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(cmd, env=run_env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)  # fmt: skip
     try:
         deadline = time.monotonic() + timeout
         while True:
             if proc.poll() is not None:
-                err = proc.stderr.read().decode(errors="replace")[-2000:] if proc.stderr else ""
+                err = log_path.read_bytes()[-2000:].decode(errors="replace")
                 raise RuntimeError(f"prefect server exited with {proc.returncode}: {err}")
             try:
                 with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
@@ -159,6 +175,59 @@ def local_server(
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+
+
+@contextmanager
+def local_pool(
+    env: Mapping[str, str], workers: int, pool: str = "kbflow-gpu", port: int = 4200
+) -> Iterator[str]:
+    """A local server (``local_server``) with the work pools created, ``prefect.yaml`` applied
+    (the fleet's deployments too when ``KBFLOW_FLEET`` is in ``env``) and ``workers`` process
+    workers polling ``pool``, each running one flow run at a time; yields the API URL. Workers
+    and server are stopped after the block. What ``bench/bench_fleet.py`` and the fleet's
+    work-pool test run on."""
+    with local_server(port, env=env) as api:
+        run_env = {**env, "PREFECT_API_URL": api}
+        prefect = str(Path(sys.executable).with_name("prefect"))
+        for name in ("kbflow-cpu", "kbflow-gpu"):
+            subprocess.run([prefect, "work-pool", "create", name, "--type", "process"],
+                           env=run_env, check=True, capture_output=True, timeout=300)  # fmt: skip
+        subprocess.run([sys.executable, str(SPEC.with_name("deploy.py"))], env=run_env,
+                       check=True, capture_output=True, timeout=300)  # fmt: skip
+        procs = [
+            subprocess.Popen(
+                [
+                    prefect,
+                    "worker",
+                    "start",
+                    "--pool",
+                    pool,
+                    "--type",
+                    "process",
+                    "--limit",
+                    "1",
+                    "--name",
+                    f"{pool}-{n + 1}",
+                ],
+                env=run_env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )  # fmt: skip
+            for n in range(workers)
+        ]
+        try:
+            yield api
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    os.killpg(proc.pid, signal.SIGTERM)
+            for proc in procs:
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
 
 
 def serve_deployments() -> None:

@@ -8,10 +8,11 @@ gated, published and notified exactly like a nightly run.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import date
 
 from kbflow_tasks import nightly as t
+from kbflow_tasks.limits import slot
 
 from kbflow.embed.sglang import workers_for_run
 from kbflow.errors import KbflowError
@@ -27,11 +28,19 @@ def build_and_publish(
     ``force``); a blocked version is reported and a failure notice sent."""
     # sglang: one worker start for every text the build embeds (passages, canaries, review
     # titles, calibration and gate queries), stopped before publishing
-    with workers_for_run(settings, data.root) as serving:
+    # a fleet's limits (settings limits.*): embedding holds the embed slot (on sglang for the
+    # GPU workers' whole life), then the CPU-heavy stages one CPU slot; never the other way
+    # round, so two runs cannot each hold what the other waits for
+    gpu = settings.embed.backend == "sglang"
+    with (
+        slot(data, run_id, settings, "embed", "sglang workers") if gpu else nullcontext(),
+        workers_for_run(settings, data.root) as serving,
+    ):
         embedded = t.embed(data, run_id, serving)
-        built = t.index(data, run_id, day, pulled, embedded, serving)
-        t.review(data, run_id, built["version"], serving)
-        gate = t.gate(data, run_id, built["version"], serving, force)
+        with slot(data, run_id, settings, "cpu", "index+review+gate"):
+            built = t.index(data, run_id, day, pulled, embedded, serving)
+            t.review(data, run_id, built["version"], serving)
+            gate = t.gate(data, run_id, built["version"], serving, force)
     t.account(data, run_id, pulled)
     if not gate["publish"]:
         reasons = "; ".join(gate["reasons"])

@@ -7,6 +7,7 @@ from typing import Any
 
 from kbflow_flows.build import build_and_publish, failures_reported
 from kbflow_tasks import nightly as t
+from kbflow_tasks.limits import slot
 from prefect import flow
 
 from kbflow.results import RunSummary
@@ -36,9 +37,11 @@ def kb_nightly(
         t.start_run(data, run_id, day)
         with failures_reported(data, run_id, day, settings):
             pulled = t.pull(data, run_id, source)
-            t.validate(data, run_id, pulled, settings)
-            t.clean(data, run_id, day, settings)
-            chunked = t.chunk(data, run_id, settings)
+            # a fleet's CPU limit (settings limits.cpu): one slot for the three stages
+            with slot(data, run_id, settings, "cpu", "validate+clean+chunk"):
+                t.validate(data, run_id, pulled, settings)
+                t.clean(data, run_id, day, settings)
+                chunked = t.chunk(data, run_id, settings)
             settings = t.choose_model(data, run_id, settings)
             if t.check_unchanged(data, run_id, chunked, settings):
                 t.account(data, run_id, pulled)

@@ -11,9 +11,11 @@ try can fix. Every task has a timeout sized for its stage at a million entries o
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from datetime import date
 from typing import Any
 
+from kbflow_tasks.limits import slot
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
@@ -126,7 +128,13 @@ def _embed_retryable(task: Any, task_run: Any, state: Any) -> bool:
     timeout_seconds=12 * HOUR,  # a first build of a million entries on one GPU host
 )
 def embed(home: DataHome, run_id: str, settings: Settings) -> Embedded:
-    out = embed_stage(home, run_id, settings)
+    # on sglang the build holds the embed slot for the GPU workers' whole life (flows/build.py)
+    with (
+        nullcontext()
+        if settings.embed.backend == "sglang"
+        else slot(home, run_id, settings, "embed", "embed")
+    ):
+        out = embed_stage(home, run_id, settings)
     get_run_logger().info("embed: %d embedded, %d cached", out["embedded"], out["cached"])
     return out
 

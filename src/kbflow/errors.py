@@ -110,6 +110,13 @@ class BackfillFailed(KbflowError):
     exit_code = 10
 
 
+class FleetFailed(KbflowError):
+    """Some KBs of a fleet run failed (every other KB ran and published or was blocked on its
+    own); the fleet report lists them."""
+
+    exit_code = 12
+
+
 #: Exit code of a run the quality gate blocked (the live version keeps serving).
 BLOCKED_EXIT = 3
 
@@ -131,6 +138,7 @@ EXIT_CODES: dict[int, str] = {
     StorageError.exit_code: "the data home cannot be written (disk full, read-only)",
     BackfillFailed.exit_code: "some backfill units failed",
     ValidationFailed.exit_code: "the export was rejected by validation",
+    FleetFailed.exit_code: "some KBs of a fleet run failed (the others ran)",
     PREFECT_EXIT: "Prefect's machinery failed (server start, database locked): retry",
     130: "interrupted",
 }

@@ -425,6 +425,19 @@ class NotifySettings(BaseModel):
         return url
 
 
+class LimitsSettings(BaseModel):
+    """Prefect global concurrency limits a run holds (``kb-fleet`` sets them for its KBs; see
+    ``kbflow.fleet``). Unset: the run holds none, as a single KB's nightly always did."""
+
+    embed: str | None = None
+    """Held while embedding: the embed stage, or a GPU worker's whole life on ``sglang``."""
+    cpu: str | None = None
+    """Held by each CPU-heavy stage: validate, clean, chunk, index, review, gate."""
+    wait_s: float | None = Field(None, gt=0)
+    """Give up (the run fails, saying which limit) after waiting this long for a slot; unset:
+    wait as long as it takes."""
+
+
 class MiningSettings(BaseModel):
     """Settings of ``kb-weekly-mining`` (``KBFLOW_MINING__*``)."""
 
@@ -509,6 +522,7 @@ class Settings(BaseSettings):
     notify: NotifySettings = Field(default_factory=lambda: NotifySettings())
     mining: MiningSettings = Field(default_factory=lambda: MiningSettings())
     logs: LogSettings = Field(default_factory=lambda: LogSettings())
+    limits: LimitsSettings = Field(default_factory=lambda: LimitsSettings())
 
     @property
     def validation(self) -> ValidateSettings:

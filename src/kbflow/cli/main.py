@@ -1,6 +1,6 @@
 """The ``kbflow`` command line: the parser, the command table, and ``main``.
 
-The one outer door of the core: only commands that run a flow (``nightly``, ``mine``,
+The one outer door of the core: only commands that run a flow (``nightly``, ``mine``, ``fleet run``,
 ``backfill``) reach ``kbflow_flows`` and Prefect, lazily; ``search``, ``eval``, ``versions``,
 ``rollback`` and ``serve`` never start Prefect. A ``KbflowError`` becomes one line on stderr and
 its exit code; nothing heavy is imported at start-up (``kbflow --help`` stays instant)."""
@@ -17,6 +17,7 @@ from pathlib import Path
 from kbflow.cli.backfill import add_commands as add_backfill_commands
 from kbflow.cli.common import EPILOG, home_arg
 from kbflow.cli.embed import add_nightly_options, add_serve_embeddings_command
+from kbflow.cli.fleet import add_fleet_commands
 from kbflow.cli.golden import add_golden_commands
 from kbflow.cli.mine import add_commands as add_mining_commands
 from kbflow.cli.nightly import cmd_nightly
@@ -176,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_reranker_command(sub, COMMANDS)
     add_golden_commands(sub, COMMANDS)
     add_review_commands(sub, COMMANDS)
+    add_fleet_commands(sub, COMMANDS)
     return parser
 
 

@@ -29,12 +29,18 @@ def _flow(entrypoint: str):
 
 
 def test_entrypoints_import_and_parameters_match_the_flow_signature():
-    assert {d["name"] for d in SPEC["deployments"]} == {"nightly", "weekly-mining", "backfill"}
+    assert {d["name"] for d in SPEC["deployments"]} == {
+        "nightly", "weekly-mining", "backfill", "fleet", "fleet-kb",
+    }  # fmt: skip
     for dep in SPEC["deployments"]:
         flow = _flow(dep["entrypoint"])
         sig = inspect.signature(flow.fn)
         assert set(dep.get("parameters", {})) <= set(sig.parameters), dep["name"]
         required = {n for n, p in sig.parameters.items() if p.default is inspect.Parameter.empty}
+        if dep["name"] == "fleet-kb":
+            # triggered by kb-fleet with each KB's source, home and settings
+            assert required == {"source"} and "parameters" not in dep
+            continue
         assert required <= set(dep.get("parameters", {})), (dep["name"], required)
 
 
@@ -45,8 +51,13 @@ def test_schedules_are_in_shanghai_time_with_one_run_at_a_time():
         "cron": "0 6 * * 1",
         "timezone": "Asia/Shanghai",
     }
-    for dep in SPEC["deployments"]:
-        assert dep["concurrency_limit"] == {"limit": 1, "collision_strategy": "ENQUEUE"}
+    assert by_name["fleet"]["schedules"][0] == {"cron": "*/15 * * * *", "timezone": "Asia/Shanghai"}
+    for name in ("nightly", "weekly-mining", "backfill"):
+        assert by_name[name]["concurrency_limit"] == {"limit": 1, "collision_strategy": "ENQUEUE"}
+    # one fleet run at a time (a collision is dropped: the next one in 15 minutes sees the same
+    # due KBs); its KBs' runs side by side, bounded by the global concurrency limits instead
+    assert by_name["fleet"]["concurrency_limit"] == {"limit": 1, "collision_strategy": "CANCEL_NEW"}
+    assert "concurrency_limit" not in by_name["fleet-kb"] and "schedules" not in by_name["fleet-kb"]
 
 
 def test_backfill_is_unscheduled_and_the_nightly_embeds_on_the_gpu_pool():
@@ -58,6 +69,8 @@ def test_backfill_is_unscheduled_and_the_nightly_embeds_on_the_gpu_pool():
         "nightly": "kbflow-gpu",
         "weekly-mining": "kbflow-cpu",
         "backfill": "kbflow-gpu",
+        "fleet": "kbflow-cpu",
+        "fleet-kb": "kbflow-gpu",
     }
 
 
@@ -76,8 +89,11 @@ def test_make_serve_serves_what_prefect_yaml_says():
     deploy = _deploy_module()
     env = {"KBFLOW_SOURCE": "/exports/kb", "KBFLOW_HOME": "/data/kbflow"}
     served = {d.name: d for d in deploy.build_deployments(env)}
-    assert set(served) == {d["name"] for d in SPEC["deployments"]}
+    # the fleet's two exist only with a registry
+    assert set(served) == {d["name"] for d in SPEC["deployments"]} - {"fleet", "fleet-kb"}
     for dep in SPEC["deployments"]:
+        if dep["name"] not in served:
+            continue
         got = served[dep["name"]]
         assert got.entrypoint == dep["entrypoint"]
         assert [
@@ -88,5 +104,12 @@ def test_make_serve_serves_what_prefect_yaml_says():
         assert set(got.parameters) == set(dep["parameters"])
         assert got.parameters["home"] == "/data/kbflow"
     assert served["nightly"].parameters["source"] == "/exports/kb"
+    fleet = {
+        d.name: d for d in deploy.build_deployments({**env, "KBFLOW_FLEET": "/srv/fleet.yaml"})
+    }
+    assert set(fleet) == {d["name"] for d in SPEC["deployments"]}
+    assert fleet["fleet"].parameters == {"registry": "/srv/fleet.yaml"}
+    assert fleet["fleet"].concurrency_options.collision_strategy == "CANCEL_NEW"
+    assert fleet["fleet-kb"].parameters == {} and fleet["fleet-kb"].concurrency_limit is None
     with pytest.raises(SystemExit, match="KBFLOW_SOURCE"):
         deploy.build_deployments({"KBFLOW_HOME": "/data/kbflow"})
