@@ -83,8 +83,10 @@ def test_a_fleet_run_isolates_kbs_and_one_failure_or_block_never_stops_the_other
         assert (len(after) - len(runs_before[k])) == (1 if k == "kb02" else 0), k
 
     # --on-pool where the server has no fleet deployment: one clear line, nothing run
-    assert main(["fleet", "run", "--registry", str(registry), "--all", "--on-pool"]) == 2
-    assert "no deployment kb-nightly/fleet-kb" in capsys.readouterr().err
+    assert main(["fleet", "run", "--registry", str(registry), "--all", "--on-pool", "--json"]) == 2
+    out, err = capsys.readouterr()
+    assert "no deployment kb-nightly/fleet-kb" in err
+    assert "no deployment" in json.loads(out)["error"] and len(json.loads(out)["kbs"]) == 4
     assert all(
         len(list((h / "runs").iterdir())) == len(runs_before[k]) + (k == "kb02")
         for k, h in homes.items()

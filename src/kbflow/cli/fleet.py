@@ -106,12 +106,15 @@ def cmd_fleet(args: argparse.Namespace) -> int:
     result = state.result(raise_on_failure=False)
     if isinstance(result, BaseException) and not isinstance(result, KbflowError):
         raise result  # a bug keeps its traceback
-    if args.json and not isinstance(result, KbflowError):
-        print_json(result)
-        return 0
-    print(status_table(fleet_status(registry)))
+    failed = isinstance(result, KbflowError)
+    if args.json:
+        # a failed fleet run still ran every KB: print the rows it leaves
+        print_json(result if not failed else {"error": str(result), "kbs": fleet_status(registry)})
+    else:
+        print(status_table(fleet_status(registry)))
     if isinstance(result, KbflowError):
         print(f"kbflow: {result}", file=sys.stderr)
         return result.exit_code
-    print(f"fleet report: {result['report']}")
+    if not args.json:
+        print(f"fleet report: {result['report']}")
     return 0
