@@ -242,10 +242,36 @@ def serve_deployments() -> None:
         _serve()
 
 
+def serve_limit(env: Mapping[str, str]) -> int | None:
+    """How many flow runs ``serve`` runs at once: ``KBFLOW_SERVE_LIMIT``, else unbounded for a
+    single KB and, with a fleet (``KBFLOW_FLEET``), the CPU count plus one (each KB's run is a
+    process with its own model; the waiting ``kb-fleet`` run holds one of the slots itself)."""
+    raw = env.get("KBFLOW_SERVE_LIMIT")
+    if raw:
+        try:
+            limit = int(raw)
+        except ValueError:
+            raise SystemExit(
+                f"serve: KBFLOW_SERVE_LIMIT must be a whole number, not {raw!r}"
+            ) from None
+    elif env.get(FLEET_VAR):
+        limit = (os.cpu_count() or 1) + 1
+    else:
+        return None
+    if env.get(FLEET_VAR) and limit < 2:
+        raise SystemExit(
+            "serve: with KBFLOW_FLEET, KBFLOW_SERVE_LIMIT must be at least 2 (kb-fleet holds one "
+            "run slot while its KBs' runs need the others)"
+        )
+    if limit < 1:
+        raise SystemExit("serve: KBFLOW_SERVE_LIMIT must be at least 1")
+    return limit
+
+
 def _serve() -> None:
     from prefect import serve
 
-    serve(*build_deployments())
+    serve(*build_deployments(), limit=serve_limit(os.environ))
 
 
 def main(argv: list[str]) -> None:

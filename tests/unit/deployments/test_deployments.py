@@ -113,3 +113,15 @@ def test_make_serve_serves_what_prefect_yaml_says():
     assert fleet["fleet-kb"].parameters == {} and fleet["fleet-kb"].concurrency_limit is None
     with pytest.raises(SystemExit, match="KBFLOW_SOURCE"):
         deploy.build_deployments({"KBFLOW_HOME": "/data/kbflow"})
+
+
+def test_serve_bounds_concurrent_runs_with_a_fleet():
+    deploy = _deploy_module()
+    assert deploy.serve_limit({}) is None  # one KB: as before
+    assert deploy.serve_limit({"KBFLOW_FLEET": "f.yaml"}) >= 2
+    assert deploy.serve_limit({"KBFLOW_FLEET": "f.yaml", "KBFLOW_SERVE_LIMIT": "3"}) == 3
+    assert deploy.serve_limit({"KBFLOW_SERVE_LIMIT": "1"}) == 1
+    with pytest.raises(SystemExit, match="at least 2"):
+        deploy.serve_limit({"KBFLOW_FLEET": "f.yaml", "KBFLOW_SERVE_LIMIT": "1"})
+    with pytest.raises(SystemExit, match="whole number"):
+        deploy.serve_limit({"KBFLOW_SERVE_LIMIT": "many"})
