@@ -101,3 +101,25 @@ def test_freeze_code_extracts_head_and_puts_it_first(tmp_path: Path) -> None:
             capture_output=True, text=True, cwd=tmp_path, env=os.environ.copy(),
         )  # fmt: skip
         assert out.stdout.strip() == str(snap / "kbflow" / "__init__.py")
+
+
+def test_the_fleet_section_renders_the_benchmarks_json(tmp_path: Path) -> None:
+    import run_all
+
+    assert "_No results yet: `python bench/bench_fleet.py" in "\n".join(
+        run_all.section_fleet(tmp_path)
+    )
+    run = {
+        "workers": 1, "wall_s": 80.0, "states": {"published": 2, "failed": 1},
+        "run_seconds_sum": 40.0,
+        "limits": {"embed": {"most_at_once": 1, "waited_s": 3.0}, "cpu": {"most_at_once": 1, "waited_s": 1.0}},
+    }  # fmt: skip
+    (tmp_path / "results-fleet.json").write_text(json.dumps({
+        "command": "python bench/bench_fleet.py --kbs 3", "kbs": 3,
+        "limits": {"embed": 1, "cpu": 2}, "defaults": {"adapter.mode": "off"},
+        "runs": [run, {**run, "workers": 2, "wall_s": 50.0}], "speedup": 1.6,
+    }), encoding="utf-8")  # fmt: skip
+    md = "\n".join(run_all.section_fleet(tmp_path))
+    assert "`python bench/bench_fleet.py --kbs 3`" in md
+    assert "| 2 | 50.0 | 2 / 0 / 1 | 40.0 | 3.0 | 1 (limit 1) / 1 (limit 2) |" in md
+    assert "1.6x" in md
