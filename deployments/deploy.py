@@ -194,21 +194,10 @@ def local_pool(
                            env=run_env, check=True, capture_output=True, timeout=300)  # fmt: skip
         subprocess.run([sys.executable, str(SPEC.with_name("deploy.py"))], env=run_env,
                        check=True, capture_output=True, timeout=300)  # fmt: skip
+        worker = [prefect, "worker", "start", "--pool", pool, "--type", "process", "--limit", "1"]
         procs = [
             subprocess.Popen(
-                [
-                    prefect,
-                    "worker",
-                    "start",
-                    "--pool",
-                    pool,
-                    "--type",
-                    "process",
-                    "--limit",
-                    "1",
-                    "--name",
-                    f"{pool}-{n + 1}",
-                ],
+                [*worker, "--name", f"{pool}-{n + 1}"],
                 env=run_env,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,

@@ -48,8 +48,8 @@ def kb_fleet(
     if reg.limits:
         t.ensure_limits(reg)
     if deployment:
-        key = "scheduled" if not (kbs or every) else str(flow_run.get_id() or now.isoformat())
-        outcomes = t.wait(t.submit(chosen, reg, deployment, now, key), poll_s)
+        by_hand = str(flow_run.get_id() or now.isoformat()) if kbs or every else None
+        outcomes = t.wait(t.submit(chosen, reg, deployment, now, by_hand), poll_s)
     else:
         outcomes = {}
         for kb in chosen:
@@ -59,12 +59,7 @@ def kb_fleet(
                 overrides=kb.overrides(reg.limit_names),
                 return_state=True,
             )
-            ok = state.is_completed()
-            outcomes[kb.name] = {
-                "flow_run_id": str(state.state_details.flow_run_id or ""),
-                "flow_state": state.name,
-                "error": None if ok else f"{state.name}: {state.message or ''}".strip(),
-            }
+            outcomes[kb.name] = t.outcome(str(state.state_details.flow_run_id or ""), state)
     ran = [kb.name for kb in chosen]
     run: dict[str, Any] = {
         "started_at": now.isoformat(timespec="seconds"),

@@ -34,20 +34,27 @@ def ensure_limits(registry: Registry) -> dict[str, int]:
     return sized
 
 
-def idempotency_key(kb: KbSpec, registry: Registry, now: datetime, fleet_run: str) -> str:
-    """A KB due on its schedule gets one flow run per firing, however often kb-fleet is
-    retried; a KB named by hand gets one per fleet run."""
-    fired = last_fire(kb.schedule, now, registry.timezone).isoformat()
-    return (
-        f"kb-fleet:{kb.name}:{fired}"
-        if fleet_run == "scheduled"
-        else f"kb-fleet:{kb.name}:{fleet_run}"
-    )
+def idempotency_key(kb: KbSpec, registry: Registry, now: datetime, by_hand: str | None) -> str:
+    """A KB due on its schedule (``by_hand`` None) gets one flow run per firing, however often
+    kb-fleet is retried; a KB named by hand gets one per fleet run (``by_hand``: its id)."""
+    when = by_hand or last_fire(kb.schedule, now, registry.timezone).isoformat()
+    return f"kb-fleet:{kb.name}:{when}"
+
+
+def outcome(flow_run_id: str, state: Any, label: str = "") -> dict[str, Any]:
+    """What the fleet records of a KB's finished flow run (``kbflow.fleet.status.fleet_status``
+    merges it into the KB's row): its id, state name and, unless it completed, the error."""
+    error = None if state.is_completed() else f"{label}{state.name}: {state.message or ''}".strip()
+    return {"flow_run_id": flow_run_id, "flow_state": state.name, "error": error}
 
 
 @task(name="fleet-submit", cache_policy=NO_CACHE, timeout_seconds=10 * MINUTE)
 def submit(
-    kbs: Sequence[KbSpec], registry: Registry, deployment: str, now: datetime, fleet_run: str
+    kbs: Sequence[KbSpec],
+    registry: Registry,
+    deployment: str,
+    now: datetime,
+    by_hand: str | None,
 ) -> dict[str, str]:
     """One flow run of ``deployment`` (kb-nightly) per KB, on its work pool; not waited for."""
     from prefect.client.schemas.objects import FlowRun
@@ -66,7 +73,7 @@ def submit(
                 },
                 timeout=0,
                 tags=["kb-fleet", f"kb:{kb.name}"],
-                idempotency_key=idempotency_key(kb, registry, now, fleet_run),
+                idempotency_key=idempotency_key(kb, registry, now, by_hand),
                 as_subflow=False,
             )
         except ObjectNotFound as exc:
@@ -101,14 +108,7 @@ def wait(flow_runs: Mapping[str, str], poll_s: float = 5.0) -> dict[str, dict[st
                 if state is None or state.type.value not in FINAL:
                     unstarted += state is None or state.type.value in ("SCHEDULED", "PENDING")
                     continue
-                ok = state.type.value == "COMPLETED"
-                out[kb] = {
-                    "flow_run_id": run_id,
-                    "flow_state": state.name,
-                    "error": None
-                    if ok
-                    else f"flow run {run.name}: {state.name}: {state.message or ''}".strip(),
-                }
+                out[kb] = outcome(run_id, state, f"flow run {run.name}: ")
                 del pending[kb]
                 log.info("fleet-wait: %s %s (%d still running)", kb, state.name, len(pending))
             if pending and unstarted == len(pending) and time.monotonic() - waiting_since > 300:

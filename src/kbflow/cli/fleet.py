@@ -106,15 +106,18 @@ def cmd_fleet(args: argparse.Namespace) -> int:
     result = state.result(raise_on_failure=False)
     if isinstance(result, BaseException) and not isinstance(result, KbflowError):
         raise result  # a bug keeps its traceback
-    failed = isinstance(result, KbflowError)
-    if args.json:
-        # a failed fleet run still ran every KB: print the rows it leaves
-        print_json(result if not failed else {"error": str(result), "kbs": fleet_status(registry)})
-    else:
-        print(status_table(fleet_status(registry)))
     if isinstance(result, KbflowError):
+        # a failed fleet run still ran every KB: show the rows it leaves, then the error
+        rows = fleet_status(registry)
+        if args.json:
+            print_json({"error": str(result), "kbs": rows})
+        else:
+            print(status_table(rows))
         print(f"kbflow: {result}", file=sys.stderr)
         return result.exit_code
-    if not args.json:
+    if args.json:
+        print_json(result)
+    else:
+        print(status_table(result["kbs"]))
         print(f"fleet report: {result['report']}")
     return 0

@@ -82,18 +82,16 @@ class Registry:
             )
         return [known[n] for n in names]
 
+    def is_due(self, kb: KbSpec, now: datetime, last_started: datetime | None) -> bool:
+        """Enabled, and its schedule fired since its last run started (never run: due). A
+        fleet run that was missed (the host was down) catches up once, not once per miss."""
+        return kb.enabled and (
+            last_started is None or last_fire(kb.schedule, now, self.timezone) > last_started
+        )
+
     def due(self, now: datetime, last_started: Mapping[str, datetime | None]) -> list[KbSpec]:
-        """Enabled KBs whose schedule fired since their last run started (never run: due).
-        A fleet run that was missed (the host was down) catches up once, not once per miss."""
-        return [
-            kb
-            for kb in self.kbs
-            if kb.enabled
-            and (
-                (last := last_started.get(kb.name)) is None
-                or last_fire(kb.schedule, now, self.timezone) > last
-            )
-        ]
+        """The KBs that are due (``is_due``), given when each one's last run started."""
+        return [kb for kb in self.kbs if self.is_due(kb, now, last_started.get(kb.name))]
 
 
 def last_fire(schedule: str, now: datetime, timezone: str) -> datetime:

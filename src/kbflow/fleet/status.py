@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from kbflow.fleet.registry import KbSpec, Registry, last_fire
-from kbflow.store.versions import current_version, version_dir
+from kbflow.fleet.registry import KbSpec, Registry
+from kbflow.store.versions import current_version, read_manifest, version_dir
 
 #: States of a KB's newest run, worst first (the fleet report sorts by it).
 STATES = ("failed", "interrupted", "blocked", "running", "never run", "published", "unchanged")
@@ -94,7 +94,7 @@ def kb_status(kb: KbSpec, registry: Registry, now: datetime | None = None) -> di
     indexes = kb.home / "indexes"
     live = current_version(indexes) if indexes.is_dir() else None
     if live:
-        manifest = json.loads((version_dir(indexes, live) / "manifest.json").read_text("utf-8"))
+        manifest = read_manifest(version_dir(indexes, live))
         row.update(
             version=live,
             published_at=manifest.get("published_at"),
@@ -102,8 +102,8 @@ def kb_status(kb: KbSpec, registry: Registry, now: datetime | None = None) -> di
             quality=_quality(manifest),
         )
     run = latest_run(kb.home)
+    started = run_started(run) if run else None
     if run:
-        started = run_started(run)
         row.update(run_id=run, started_at=started.isoformat() if started else None)
         summary_path = kb.home / "runs" / run / "summary.json"
         if summary_path.is_file():
@@ -116,14 +116,7 @@ def kb_status(kb: KbSpec, registry: Registry, now: datetime | None = None) -> di
             )
         else:
             row["state"] = "running" if _lock_holder_alive(kb.home) else "interrupted"
-    row["due"] = bool(
-        kb.enabled
-        and (
-            not run
-            or (started := run_started(run)) is None
-            or last_fire(kb.schedule, now, registry.timezone) > started
-        )
-    )
+    row["due"] = registry.is_due(kb, now, started)
     return row
 
 
