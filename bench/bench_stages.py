@@ -329,8 +329,9 @@ def nightly_run(
 def flow_stages() -> list[str]:
     """The first run's stages, in order (what nightly_run times)."""
     return [
-        "start_run", "pull", "validate", "clean", "chunk", "model", "check_unchanged", "embed",
-        "index", "review", "gate", "account", "publish", "report",
+        "start_run", "pull", "reuse_prepared", "validate", "clean", "chunk", "record_prepared",
+        "model", "check_unchanged", "embed", "index", "review", "gate", "account", "publish",
+        "report",
     ]  # fmt: skip
 
 
@@ -364,16 +365,31 @@ def _run_stages(
     from kbflow.pull.stage import pull_stage
     from kbflow.report.stage import report_stage
     from kbflow.review.stage import review_stage
-    from kbflow.run import is_unchanged, record_retired, start_run
+    from kbflow.run import (
+        is_unchanged,
+        record_prepared,
+        record_retired,
+        reuse_prepared,
+        start_run,
+    )
     from kbflow.validate.stage import validate_stage
 
     with home.run_lock():
         step("start_run", lambda: start_run(home, run_id, run_date))
         try:
             pulled = step("pull", lambda: pull_stage(home, run_id, source))
+            reused = step(
+                "reuse_prepared",
+                lambda: reuse_prepared(home, run_id, pulled, run_date, settings),
+            )
             step("validate", lambda: validate_stage(home, run_id, pulled, settings))
             step("clean", lambda: clean_stage(home, run_id, run_date, settings))
             chunked = step("chunk", lambda: chunk_stage(home, run_id, settings))
+            if not reused:
+                step(
+                    "record_prepared",
+                    lambda: record_prepared(home, run_id, pulled, run_date, settings),
+                )
             choice = step("model", lambda: model_stage(home, run_id, settings))
             settings = with_model(settings, choice)
 

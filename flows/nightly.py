@@ -3,6 +3,7 @@ account → publish → report. A version the quality gate blocks is reported an
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any
 
 from kbflow_flows.build import build_and_publish, failures_reported
@@ -37,11 +38,19 @@ def kb_nightly(
         t.start_run(data, run_id, day)
         with failures_reported(data, run_id, day, settings):
             pulled = t.pull(data, run_id, source)
+            # the same export as an earlier run's: its prepared input, and no CPU slot to take
+            reused = t.reuse_prepared(data, run_id, pulled, day, settings)
             # a fleet's CPU limit (settings limits.cpu): one slot for the three stages
-            with slot(data, run_id, settings, "cpu", "validate+clean+chunk"):
+            with (
+                nullcontext()
+                if reused
+                else slot(data, run_id, settings, "cpu", "validate+clean+chunk")
+            ):
                 t.validate(data, run_id, pulled, settings)
                 t.clean(data, run_id, day, settings)
                 chunked = t.chunk(data, run_id, settings)
+            if not reused:
+                t.record_prepared(data, run_id, pulled, day, settings)
             settings = t.choose_model(data, run_id, settings)
             if t.check_unchanged(data, run_id, chunked, settings):
                 t.account(data, run_id, pulled)

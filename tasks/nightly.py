@@ -70,6 +70,25 @@ def pull(home: DataHome, run_id: str, source: str) -> Pulled:
     return out
 
 
+@task(name="reuse-prepared", cache_policy=NO_CACHE, timeout_seconds=10 * MINUTE)
+def reuse_prepared(
+    home: DataHome, run_id: str, pulled: Pulled, run_date: date, settings: Settings
+) -> str | None:
+    """An earlier run's validate/clean/chunk outputs when it prepared this same input
+    (``kbflow.run.reuse_prepared``): its run id, or None."""
+    got = run_core.reuse_prepared(home, run_id, pulled, run_date, settings)
+    if got is not None:
+        get_run_logger().info("prepare: same export as run %s: its prepared input is reused", got)
+    return got
+
+
+@task(name="record-prepared", cache_policy=NO_CACHE, timeout_seconds=10 * MINUTE)
+def record_prepared(
+    home: DataHome, run_id: str, pulled: Pulled, run_date: date, settings: Settings
+) -> None:
+    run_core.record_prepared(home, run_id, pulled, run_date, settings)
+
+
 @task(name="validate", cache_policy=NO_CACHE, timeout_seconds=HOUR)
 def validate(home: DataHome, run_id: str, pulled: Pulled, settings: Settings) -> Validated:
     out = validate_stage(home, run_id, pulled, settings)

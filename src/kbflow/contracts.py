@@ -193,6 +193,20 @@ REVIEW_SEMANTIC_DUPLICATE = pa.schema(
 )
 
 
+#: What the review stage compared of each entry (``kbflow.review.incremental``): sha256 of its
+#: title and similar questions (their text hashes in order), of its answer, and whether a pair
+#: of it was left out as a MinHash merge. The next version's review reuses the pairs of
+#: entries whose keys did not change.
+REVIEW_ENTRY = pa.schema(
+    [
+        ("entry_id", _str),
+        ("questions", _str),
+        ("answer", _str),
+        ("merged", pa.bool_()),
+    ]
+)
+
+
 #: A fact two near-duplicate answers state with different values (``kbflow.review.facts``).
 #: ``source``: semantic | minhash_near | minhash_exact; for a merge ``entry_a`` is the canonical
 #: entry and ``entry_b`` the merged one, and ``note`` says what the merge hid.

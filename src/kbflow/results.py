@@ -66,6 +66,9 @@ class Cleaned(StageSummary):
     entries: int
     blank_similar_questions: int
     """Empty or whitespace-only similar questions dropped (never embedded: SGLang refuses them)."""
+    stable_until: str | None
+    """ISO day from which a date decision would go the other way (None: never); until then a
+    later run of the same export reuses this run's outputs (``kbflow.run.reuse_prepared``)."""
 
 
 class Chunked(StageSummary):

@@ -4,9 +4,13 @@ retire). Stages themselves are in their packages; a flow calls these through its
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
+import shutil
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 from kbflow.contracts import (
@@ -16,7 +20,7 @@ from kbflow.contracts import (
 from kbflow.embed.cache import remove_partial_shards
 from kbflow.index.build import clean_stale_builds
 from kbflow.publish.pointer import repair_history
-from kbflow.results import Chunked, RunStarted
+from kbflow.results import Chunked, Pulled, RunStarted
 from kbflow.settings import Settings, settings_fingerprint
 from kbflow.store import catalog
 from kbflow.store.home import DataHome, atomic_write_text
@@ -107,3 +111,121 @@ def record_retired(home: DataHome, run_id: str) -> int:
         home.run_dir(run_id) / "retired.json", json.dumps(retired, ensure_ascii=False)
     )
     return len(retired)
+
+
+#: What a run leaves beside its stage folders once it has chunked: the key of its prepared
+#: input, its run date and the day its date decisions change (``reuse_prepared``).
+PREPARED = "prepared.json"
+
+#: The stages whose outputs a later run of the same export reuses.
+PREPARED_STAGES = ("validate", "clean", "chunk")
+
+#: Core packages whose code makes those outputs: a change to any file in them is a new key.
+_PREPARED_CODE = ("pull", "validate", "clean", "chunk", "contracts.py", "settings.py")
+
+
+def prepared_key(home: DataHome, pulled: Pulled, settings: Settings) -> str:
+    """sha256 over all that the validate, clean and chunk stages read apart from the run date:
+    the snapshot's content, their settings, the reviewers' accepted similar questions (the
+    overlay) and kbflow's code for them."""
+    import kbflow
+
+    overlay: list[dict[str, Any]] = []
+    if settings.review.apply_accepted:
+        from kbflow.store.decisions import QUESTION_KINDS, accepted_changes
+
+        overlay = accepted_changes(home.logs_path, QUESTION_KINDS)
+    code = hashlib.sha256()
+    root = Path(kbflow.__file__).parent
+    for name in _PREPARED_CODE:
+        files = sorted((root / name).rglob("*.py")) if (root / name).is_dir() else [root / name]
+        for f in files:
+            code.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes())
+    parts = {
+        "snapshot": pulled["snapshot_sha256"],
+        "settings": settings.model_dump(
+            mode="json", by_alias=True, include={"validate_", "clean", "chunk"}
+        ),
+        "apply_accepted": settings.review.apply_accepted,
+        "overlay": overlay,
+        "code": code.hexdigest(),
+        "kbflow": kbflow.__version__,
+    }
+    blob = json.dumps(parts, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def record_prepared(
+    home: DataHome, run_id: str, pulled: Pulled, run_date: date, settings: Settings
+) -> None:
+    """Leave ``prepared.json`` in a run that chunked, for ``reuse_prepared`` of later runs."""
+    from kbflow.runner import read_marker
+
+    cleaned = read_marker(home, run_id, "clean") or {}
+    atomic_write_text(
+        home.run_dir(run_id) / PREPARED,
+        json.dumps(
+            {
+                "key": prepared_key(home, pulled, settings),
+                "run_date": run_date.isoformat(),
+                "stable_until": cleaned.get("stable_until"),
+            }
+        ),
+    )
+
+
+def reuse_prepared(
+    home: DataHome, run_id: str, pulled: Pulled, run_date: date, settings: Settings
+) -> str | None:
+    """When an earlier run prepared this same input (``prepared_key``) and no date decision of
+    its clean stage changes between its run date and ``run_date`` (``stable_until``), link its
+    validate, clean and chunk outputs into this run (hard links: nothing is copied, and stage
+    outputs are never written again) with their markers, so those stages return its summaries
+    at once. Returns that run's id, or None (the stages then run). A run whose stages already
+    started (a resumed run) is left alone."""
+    from kbflow.runner import MARKER
+
+    if any((home.run_dir(run_id) / s).exists() for s in PREPARED_STAGES):
+        return None
+    key: str | None = None
+    runs = sorted((p for p in home.runs.iterdir() if p.name != run_id), reverse=True)
+    for folder in runs:
+        try:
+            got = json.loads((folder / PREPARED).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        key = key or prepared_key(home, pulled, settings)
+        until = got.get("stable_until")
+        if (
+            got.get("key") != key
+            or date.fromisoformat(got["run_date"]) > run_date
+            or (until is not None and run_date >= date.fromisoformat(until))
+            or not all((folder / s / MARKER).is_file() for s in PREPARED_STAGES)
+        ):
+            continue
+        for stage in PREPARED_STAGES:
+            # linked into a temp folder and renamed: a stage folder is whole or absent
+            tmp = home.run_dir(run_id) / f".{stage}.reuse"
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(
+                folder / stage, tmp, copy_function=_link, ignore=shutil.ignore_patterns(MARKER)
+            )
+            shutil.copy2(folder / stage / MARKER, tmp / MARKER)
+            os.replace(tmp, home.run_dir(run_id) / stage)
+        shutil.copy2(folder / PREPARED, home.run_dir(run_id) / PREPARED)
+        log.info(
+            "prepare: the export and settings are those of run %s (snapshot %s), and no date "
+            "decision changes before %s: its validated, cleaned and chunked outputs are reused",
+            folder.name,
+            pulled["snapshot_sha256"][:12],
+            until or "ever",
+        )
+        return folder.name
+    return None
+
+
+def _link(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # a file system without hard links: a copy is as good
+        shutil.copy2(src, dst)

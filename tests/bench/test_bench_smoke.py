@@ -21,8 +21,8 @@ SAMPLE = ROOT / "examples" / "kb_zh" / "export"
 ENTRIES = 100
 
 RERUN = [
-    "start_run", "pull", "validate", "clean", "chunk", "model", "check_unchanged", "account",
-    "report",
+    "start_run", "pull", "reuse_prepared", "validate", "clean", "chunk", "model",
+    "check_unchanged", "account", "report",
 ]  # fmt: skip
 OUTCOMES = ("indexed", "duplicate", "stale", "unpublished", "quarantined")
 
@@ -72,7 +72,7 @@ def test_first_run_has_every_stage_in_flow_order(
     first = res["first_run"]
     assert first["status"] == "published"
     expected = sys.modules["bench_stages"].flow_stages()  # the gate/review stages where they exist
-    assert expected[:7] == RERUN[:7] and expected[-3:] == ["account", "publish", "report"]
+    assert expected[:6] == RERUN[:6] and expected[-3:] == ["account", "publish", "report"]
     assert [s["stage"] for s in first["stages"]] == expected
     for s in first["stages"]:
         assert s["wall_s"] >= 0 and s["cpu_s"] >= 0

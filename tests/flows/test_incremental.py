@@ -162,3 +162,61 @@ def test_full_rebuild_is_one_flag_away(runs: dict[str, Any]) -> None:
     assert "a full rebuild was asked for" in manifest["index"]["build"]["reason"]
     assert "reused_from" not in manifest["calibration"]
     assert manifest["index"]["build"]["tokens_reused"] > 0  # tokens still come from the live one
+
+
+def test_the_review_keeps_what_did_not_change_and_equals_a_whole_review(
+    runs: dict[str, Any],
+) -> None:
+    from kbflow.contracts import CLEAN_ENTRY, DEDUP_MERGE, RAW_ROW
+    from kbflow.review.stage import review_version
+    from kbflow.runner import read_marker
+    from kbflow.store.home import DataHome
+
+    home, second = runs["home"], runs["second"]
+    data = DataHome.at(home)
+    run_id = second["run_id"]
+    got = read_marker(data, run_id, "review")
+    assert got is not None
+    inc = got["incremental"]
+    assert inc["mode"] == "incremental" and inc["base_version"] == runs["first"]["version"]
+    # the new entry is searched from; the 3 edited answers left their questions as they were
+    assert inc["changed_entries"] >= 1 and inc["gone_entries"] == 1
+    kept_threshold = got["calibration"]["threshold"]
+    first = read_marker(data, runs["first"]["run_id"], "review")
+    assert kept_threshold == first["calibration"]["threshold"]  # calibration reused
+
+    settings = load_settings(str(home))
+    cdir, vdir = data.stage_dir(run_id, "clean"), data.stage_dir(run_id, "validate")
+    semantic, contradictions, whole, _ = review_version(
+        home / "indexes" / second["version"],
+        read_table(cdir / "entries.parquet", CLEAN_ENTRY),
+        read_table(cdir / "merges.parquet", DEDUP_MERGE),
+        read_table(vdir / "rows.parquet", RAW_ROW),
+        settings,
+        home / "embeddings",
+    )
+    assert whole["incremental"]["mode"] == "full"
+    floor = max(kept_threshold or 1.0, whole["calibration"]["threshold"] or 1.0)
+
+    def pairs(folder_or_table: Any) -> set[tuple[str, str, float]]:
+        rows = folder_or_table.to_pylist()
+        return {
+            (r["entry_a"], r["entry_b"], round(r["score"], 5)) for r in rows if r["score"] >= floor
+        }
+
+    from kbflow.contracts import REVIEW_CONTRADICTION, REVIEW_SEMANTIC_DUPLICATE
+
+    folder = data.run_dir(run_id) / "review"
+    mine = read_table(folder / "semantic_duplicates.parquet", REVIEW_SEMANTIC_DUPLICATE)
+    assert pairs(mine) == pairs(semantic) and pairs(semantic)
+    kept = {(p[0], p[1]) for p in pairs(semantic)}
+
+    def facts(table: Any) -> set[tuple[str, ...]]:
+        return {
+            (c["source"], c["entry_a"], c["entry_b"], c["fact_kind"], c["value_a"], c["value_b"])
+            for c in table.to_pylist()
+            if c["source"] != "semantic" or (c["entry_a"], c["entry_b"]) in kept
+        }
+
+    theirs = read_table(folder / "contradictions.parquet", REVIEW_CONTRADICTION)
+    assert facts(theirs) == facts(contradictions)

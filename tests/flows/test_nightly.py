@@ -211,6 +211,12 @@ def test_second_run_on_same_export_is_unchanged_and_embeds_nothing(home: Path, f
     assert second["status"] == "unchanged" and second["embedded"] == 0
     assert second["version"] == first["version"] == current_version(home / "indexes")
     assert second["rows"] == first["rows"]
+    # the same export: the first run's validated, cleaned and chunked outputs, hard-linked
+    runs = home / "runs"
+    one, two = runs / first["run_id"], runs / second["run_id"]
+    assert (two / "prepared.json").read_text() == (one / "prepared.json").read_text()
+    for stage, name in (("validate", "rows.parquet"), ("chunk", "passages.parquet")):
+        assert (two / stage / name).stat().st_ino == (one / stage / name).stat().st_ino
     events = catalog_rows(home, "select count(*) from publish_events where action = 'publish'")[0][
         0
     ]

@@ -25,13 +25,13 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from kbflow.clean.expiry import find_expiry, find_not_yet_effective, names_a_year, parse_date
+from kbflow.clean.expiry import DatePhrases, date_phrases, names_a_year, parse_date
 from kbflow.clean.minhash import (
     _jaccard,
     _shingle_codes,
@@ -81,6 +81,13 @@ class CleanResult:
     stale: pa.Table
     outcomes: pa.Table
     counts: dict[str, int]
+    stable_until: date | None = None
+    """The first later run date on which a date decision (effective from, expires at, a date
+    phrase) would go the other way; None when none ever would. The same rows cleaned on any
+    day from the run date up to the day before give the same result."""
+
+
+NO_PHRASES = DatePhrases(None, None, None)
 
 
 def _instant(value: str | None, what: str) -> float:
@@ -226,6 +233,7 @@ def _clean_rows(rows: pa.Table, run_date: date, settings: CleanSettings) -> Clea
     stale_rows: list[tuple[int, str, str, str]] = []  # (row, reason, evidence, stale_since)
     timer.done("normalised")
     live: list[int] = []
+    changes: list[date] = []  # days on which a date decision below would go the other way
     for i in range(n):
         status = (col["status"][i] or "").strip().lower() or "published"
         if status != "published":
@@ -233,6 +241,7 @@ def _clean_rows(rows: pa.Table, run_date: date, settings: CleanSettings) -> Clea
             continue
         effective = _field_date(col["effective_from"][i], "effective_from", row_ids[i], ids[i])
         if effective is not None and effective > run_date:
+            changes.append(effective)
             evidence = f"effective_from={col['effective_from'][i]}"
             outcome[i] = ("unpublished", "not_yet_effective", evidence)
             stale_rows.append((i, "effective_from", evidence, effective.isoformat()))
@@ -240,19 +249,23 @@ def _clean_rows(rows: pa.Table, run_date: date, settings: CleanSettings) -> Clea
         # A year cannot span the line break joining title and answer: most rows name none and
         # skip the joined text and both phrase scans.
         dated = settings.expiry_phrases and (names_a_year(titles[i]) or names_a_year(answers[i]))
-        text = f"{titles[i]}\n{answers[i]}" if dated else ""
-        hit = find_not_yet_effective(text, run_date) if dated else None
+        phrases = date_phrases(f"{titles[i]}\n{answers[i]}", run_date) if dated else NO_PHRASES
+        if phrases.changes_on is not None:
+            changes.append(phrases.changes_on)
+        hit = phrases.not_yet_effective
         if hit is not None:
             outcome[i] = ("unpublished", "not_yet_effective", hit.evidence)
             stale_rows.append((i, "effective_from", hit.evidence, hit.stale_since))
             continue
         expires = _field_date(col["expires_at"][i], "expires_at", row_ids[i], ids[i])
+        if expires is not None and expires >= run_date:
+            changes.append(expires + timedelta(days=1))
         if expires is not None and expires < run_date:
             evidence = f"expires_at={col['expires_at'][i]}"
             outcome[i] = ("stale", "expired:expires_at", evidence)
             stale_rows.append((i, "expires_at", evidence, expires.isoformat()))
             continue
-        hit = find_expiry(text, run_date) if dated else None
+        hit = phrases.expired
         if hit is not None:
             outcome[i] = ("stale", "expired:date_phrase", hit.evidence)
             stale_rows.append((i, "date_phrase", hit.evidence, hit.stale_since))
@@ -481,4 +494,5 @@ def _clean_rows(rows: pa.Table, run_date: date, settings: CleanSettings) -> Clea
         stale=stale,
         outcomes=outcomes,
         counts=counts,
+        stable_until=min(changes) if changes else None,
     )

@@ -14,7 +14,7 @@ import logging
 import re
 import unicodedata
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 from kbflow.clean.normalize import nfkc
 
@@ -349,14 +349,7 @@ def find_expiry(text: str, run_date: date) -> ExpiryHit | None:
     than keeping an outdated one for a night. Otherwise the hit with the latest date is
     returned. Dates that are not deadlines ("2023年1月1日发布", "成立于2010年") are ignored.
     """
-    scanned = _scan(text)
-    if scanned is None:
-        return None
-    hits = _deadlines(*scanned)
-    if not hits or any(d >= run_date for d, _, _ in hits):
-        return None
-    d, reason, evidence = max(hits, key=lambda h: (h[0], len(h[2]), h[2]))
-    return ExpiryHit(reason=reason, evidence=evidence, stale_since=d.isoformat())
+    return date_phrases(text, run_date).expired
 
 
 def find_not_yet_effective(text: str, run_date: date) -> ExpiryHit | None:
@@ -369,14 +362,49 @@ def find_not_yet_effective(text: str, run_date: date) -> ExpiryHit | None:
     is treated as current (it describes rules in force); otherwise the earliest future start
     is returned, with ``stale_since`` = that day.
     """
+    return date_phrases(text, run_date).not_yet_effective
+
+
+@dataclass(frozen=True)
+class DatePhrases:
+    """What a text's date phrases say on one run date, from one scan of the text."""
+
+    not_yet_effective: ExpiryHit | None
+    """``find_not_yet_effective``'s answer."""
+    expired: ExpiryHit | None
+    """``find_expiry``'s answer."""
+    changes_on: date | None
+    """The first later day on which either answer would be different (a start date reached, the
+    last deadline passed); None when neither ever changes. Later run dates only ever make a
+    text more effective and more expired, so until that day the answers stand."""
+
+
+def date_phrases(text: str, run_date: date) -> DatePhrases:
+    """``find_not_yet_effective`` and ``find_expiry`` of ``text`` on ``run_date`` from one scan,
+    and the day their answers change (``DatePhrases.changes_on``: the clean stage's outputs are
+    reused by later runs of the same export until then)."""
     scanned = _scan(text)
     if scanned is None:
-        return None
+        return DatePhrases(None, None, None)
+    changes: list[date] = []
+    effective = None
     starts = _effective_starts(*scanned)
-    if not starts or any(d <= run_date for d, _ in starts):
-        return None
-    d, evidence = min(starts, key=lambda h: (h[0], -len(h[1]), h[1]))
-    return ExpiryHit(reason="not_yet_effective", evidence=evidence, stale_since=d.isoformat())
+    if starts and not any(d <= run_date for d, _ in starts):
+        d, evidence = min(starts, key=lambda h: (h[0], -len(h[1]), h[1]))
+        effective = ExpiryHit(
+            reason="not_yet_effective", evidence=evidence, stale_since=d.isoformat()
+        )
+        changes.append(d)  # in effect on its first day
+    expired = None
+    hits = _deadlines(*scanned)
+    if hits:
+        last = max(d for d, _, _ in hits)
+        if last < run_date:
+            d, reason, evidence = max(hits, key=lambda h: (h[0], len(h[2]), h[2]))
+            expired = ExpiryHit(reason=reason, evidence=evidence, stale_since=d.isoformat())
+        else:
+            changes.append(last + timedelta(days=1))  # the last valid day is still valid
+    return DatePhrases(effective, expired, min(changes) if changes else None)
 
 
 _FIELD_RE = re.compile(

@@ -31,6 +31,7 @@ def clean_stage(home: DataHome, run_id: str, run_date: date, settings: Settings)
         write_table(res.merges, folder / "merges.parquet", DEDUP_MERGE)
         write_table(res.stale, folder / "stale.parquet", STALE_ENTRY)
         write_table(res.outcomes, folder / "outcomes.parquet", ROW_OUTCOME)
-        return cast(Cleaned, {**res.counts, "entries": res.entries.num_rows})
+        until = res.stable_until.isoformat() if res.stable_until else None
+        return cast(Cleaned, {**res.counts, "entries": res.entries.num_rows, "stable_until": until})
 
     return run_stage(home, run_id, "clean", run)

@@ -14,7 +14,8 @@ alike, so on the kb_zh sample the intact KB scores 0.81 at top 3 and 0.63 at top
 misaligned entry drops to ~0 either way: top 3 gives the larger drop per misaligned entry.)
 
 The gate compares it with the live version's on the same entries (the sample is drawn from the
-entries both versions have, so each side ranks among its own answers of the same entries):
+entries both versions have, so each side ranks among its own answers of the same entries; the
+live side comes from the live version's memo when its own gate sampled the same entries):
 a drop beyond ``gate.max_alignment_drop`` blocks. Reworded answers keep their facts, so their
 questions still find them; a misaligned answer answers another question. Entries that were
 aligned in the live version and are not in the new one are listed side by side.
@@ -22,14 +23,16 @@ aligned in the live version and are not in the new one are listed side by side.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from kbflow.gate.memo import AlignmentMemo, LiveVersion
 from kbflow.index.bm25 import Bm25Index, tokenize
-from kbflow.index.version import LoadedVersion
+from kbflow.index.version import LoadedVersion, stable_order
 
 #: ``(version, answer texts) -> document vectors`` with the version's model, or None when the
 #: model cannot be loaded here (keyword only).
@@ -43,6 +46,9 @@ QUESTIONS_PER_ENTRY = 4
 
 #: An entry's own answer must rank within this many for the question to count as aligned.
 WITHIN = 3
+
+#: Characters of an answer shown in the report (and kept in the version's memo).
+SHOWN_CHARS = 160
 
 #: Weight of the dense side in the fusion (keyword gets the rest; all of it without vectors).
 DENSE_WEIGHT = 0.5
@@ -58,18 +64,18 @@ class EntryAnswers:
     question_rows: list[list[int]]
 
 
-def sample_entries(new: LoadedVersion, live: LoadedVersion | None, limit: int) -> list[str]:
-    """Entries both versions have (all of the new version's without a live one), a seeded
-    sample of at most ``limit``, the same every run for the same entries."""
+def sample_entries(new: LoadedVersion, live_ids: list[str] | None, limit: int) -> list[str]:
+    """Entries both versions have (all of the new version's without a live one), at most
+    ``limit``: the head of a hash order of their ids (``stable_order``), so the sample stays the
+    same from night to night while its entries stay, and the live version's own alignment, kept
+    in its memo, answers for it."""
     ids = new.entry_ids
-    if live is not None:
-        have = set(live.entry_ids)
+    if live_ids is not None:
+        have = set(live_ids)
         ids = [e for e in ids if e in have]
-    ids = sorted(ids)
     if len(ids) > limit:
-        keep = np.random.default_rng(0).choice(len(ids), size=limit, replace=False)
-        ids = [ids[i] for i in sorted(keep.tolist())]
-    return ids
+        ids = [ids[i] for i in stable_order(ids)[:limit]]
+    return sorted(ids)
 
 
 def entry_answers(version: LoadedVersion, entry_ids: Sequence[str]) -> EntryAnswers:
@@ -119,7 +125,7 @@ def rank_own_answers(
     for i, rows in enumerate(got.question_rows):
         if not rows:
             continue
-        keyword = np.vstack([bm25.scores(tokens(version.texts[r])) for r in rows])
+        keyword = np.vstack([bm25.scores(version.row_tokens(r, tokens)) for r in rows])
         fused = (1 - weight) * _zscore(keyword)
         if answer_vectors is not None:
             queries = np.asarray(version.vectors[rows], dtype=np.float32)
@@ -137,37 +143,60 @@ def alignment(share: np.ndarray) -> float | None:
 
 def check_alignment(
     new: LoadedVersion,
-    live: LoadedVersion | None,
+    live: LiveVersion | None,
     encode: AnswerEncoder,
     limit: int,
     max_drop: float,
     shown: int,
 ) -> dict[str, Any]:
-    """The alignment of ``new`` (and of ``live`` on the same entries) and what blocks:
-    ``{"entries", "new", "live", "drop", "reason", "misaligned": [...], "misaligned_total",
-    "notes"}``."""
-    ids = sample_entries(new, live, limit)
+    """The alignment of ``new`` (and of ``live`` on the same entries: from its memo when its own
+    gate sampled the same entries) and what blocks: ``{"entries", "new", "live", "drop",
+    "reason", "misaligned": [...], "misaligned_total", "notes", "memo"}``, ``memo`` being the
+    new version's ``AlignmentMemo`` (None with fewer than 2 entries)."""
+    ids = sample_entries(new, live.entry_ids if live is not None else None, limit)
     out: dict[str, Any] = {"entries": len(ids), "new": None, "live": None, "drop": None}
-    out |= {"reason": None, "misaligned": [], "misaligned_total": 0, "notes": []}
+    out |= {"reason": None, "misaligned": [], "misaligned_total": 0, "notes": [], "memo": None}
     if len(ids) < 2:
         out["notes"].append("answer alignment: fewer than 2 entries to compare")
         return out
-    sides: dict[str, tuple[EntryAnswers, np.ndarray, np.ndarray]] = {}
+    sides: dict[str, AlignmentMemo] = {}
+    remembered = live.memo.alignment if live is not None else None
     tokens = Tokens()
-    for name, version in (("new", new), ("live", live)):
-        if version is None:
+    known = dict(zip(remembered.heads, remembered.tokens, strict=False)) if remembered else {}
+    for name in ("new", "live"):
+        if name == "live" and remembered is not None and remembered.ids == ids:
+            side = remembered
+        elif name == "new" or live is not None:
+            version = new if name == "new" else live.loaded()  # type: ignore[union-attr]
+            got = entry_answers(version, ids)
+            heads = [hashlib.sha256(a.encode()).hexdigest() for a in got.answers]
+            for answer, h in zip(got.answers, heads, strict=True):
+                if h in known:
+                    tokens.setdefault(answer, known[h])
+            vectors = encode(version, got.answers)
+            share, best = rank_own_answers(version, got, vectors, tokens)
+            side = AlignmentMemo(
+                ids,
+                [None if np.isnan(x) else float(x) for x in share],
+                best.tolist(),
+                [a[:SHOWN_CHARS] for a in got.answers],
+                vectors is not None,
+                heads,
+                [tokens(a) for a in got.answers],
+            )
+        else:
             continue
-        got = entry_answers(version, ids)
-        vectors = encode(version, got.answers)
-        if vectors is None:
+        if not side.dense:
             out["notes"].append(f"answer alignment: {name} version scored keyword-only")
-        share, best = rank_own_answers(version, got, vectors, tokens)
-        sides[name] = (got, share, best)
-        out[name] = alignment(share)
+        sides[name] = side
+        out[name] = alignment(np.array(side.share, dtype=float))
+    out["memo"] = sides["new"]
     if live is None or out["new"] is None or out["live"] is None:
         return out
-    new_got, new_share, new_best = sides["new"]
-    live_got, live_share, _ = sides["live"]
+    new_share = np.array(sides["new"].share, dtype=float)
+    live_share = np.array(sides["live"].share, dtype=float)
+    new_best, new_answers = sides["new"].best, sides["new"].answers
+    live_answers = sides["live"].answers
     both = ~np.isnan(new_share) & ~np.isnan(live_share)
     a, b = float(live_share[both].mean()), float(new_share[both].mean())
     out["drop"] = round(a - b, 4)
@@ -187,11 +216,9 @@ def check_alignment(
             {
                 "entry": ids[i],
                 "title": title,
-                "new_answer": new_got.answers[i][:160],
-                "live_answer": live_got.answers[i][:160],
-                "found_instead": f"{ids[found]}: {new_got.answers[found][:80]}"
-                if found >= 0
-                else "",
+                "new_answer": new_answers[i],
+                "live_answer": live_answers[i],
+                "found_instead": f"{ids[found]}: {new_answers[found][:80]}" if found >= 0 else "",
             }
         )
     return out

@@ -27,6 +27,7 @@ import numpy as np
 from kbflow.embed.adapter import adapter_key, make_version_embedder, queries_reuse_passages
 from kbflow.embed.base import Embedder
 from kbflow.gate.alignment import AnswerEncoder, check_alignment
+from kbflow.gate.memo import LiveVersion, Memo, QueryKey, RankMemo
 from kbflow.gate.rank import QueryEncoder, ranked_entries
 from kbflow.gate.replay import ReplayQuery, replay_check
 from kbflow.index.bm25 import tokenize
@@ -46,10 +47,11 @@ class CheckQuery:
 
 
 def self_check_queries(version: LoadedVersion, limit: int) -> list[CheckQuery]:
-    """Similar questions of entries that have other passages, one query each (at most ``limit``)."""
+    """Similar questions of entries that have other passages, one query each (at most
+    ``limit``, the same ones every night for entries that did not change: see ``stable``)."""
     return [
         CheckQuery(version.texts[r], (version.entry_of_row[r],), True)
-        for r in self_check_rows(version, limit=limit)
+        for r in self_check_rows(version, limit=limit, stable=True)
     ]
 
 
@@ -119,9 +121,39 @@ def metrics(ranks: list[Ranked | None]) -> dict[str, Any]:
     }
 
 
+def live_ranks(
+    live: LiveVersion, name: str, queries: list[CheckQuery], encode: QueryEncoder
+) -> tuple[list[Ranked | None], bool]:
+    """The live version's ranks for ``queries``: from its memo where it was asked them as a
+    candidate, ``None`` where it lacks every expected entry, and ranked (loading it) for the
+    rest. Also whether the ranked ones were scored keyword-only."""
+    have = set(live.entry_ids)
+    out: list[Ranked | None] = [None] * len(queries)
+    todo: list[int] = []
+    for i, q in enumerate(queries):
+        got = live.memo.ranks.get(_key(name, q))
+        if got is not None:
+            out[i] = Ranked(got.rank, list(got.top)) if got.asked else None
+        elif any(e in have for e in q.expected):
+            todo.append(i)
+    keyword_only = False
+    if todo:
+        version = live.loaded()
+        asked = [queries[i] for i in todo]
+        vecs = encode(version, [q.query for q in asked])
+        keyword_only = vecs is None
+        for i, r in zip(todo, rank_queries(version, asked, vecs), strict=True):
+            out[i] = r
+    return out, keyword_only
+
+
+def _key(name: str, q: CheckQuery) -> QueryKey:
+    return (name, q.query, q.expected, q.held_out)
+
+
 def gate_version(
     new: LoadedVersion,
-    live: LoadedVersion | None,
+    live: LoadedVersion | LiveVersion | None,
     golden: list[GoldenQuery],
     settings: GateSettings,
     encode: QueryEncoder,
@@ -133,10 +165,15 @@ def gate_version(
     (``kbflow.gate.replay``, ``replay``: its ``ReplayQuery`` list, with a live version), and
     decide.
 
-    Returns ``{"passed", "reasons", "checks": {set: {"new", "live", "new_common",
-    "live_common"}}, "failing": [...], "alignment": {...}, "live_version"}``. Pure apart from
-    the encoders.
+    ``live`` given as a ``LiveVersion`` answers from its memo what it can and is loaded only
+    for the rest. Returns ``{"passed", "reasons", "checks": {set: {"new", "live",
+    "new_common", "live_common"}}, "failing": [...], "alignment": {...}, "live_version",
+    "memo"}``, ``memo`` being what this gate found about ``new`` (``kbflow.gate.memo``, for the
+    stage to keep in its folder). Pure apart from the encoders.
     """
+    if isinstance(live, LoadedVersion):
+        live = LiveVersion(live.folder, live)
+    memo = Memo()
     sets = {
         "golden": golden_check_queries(golden, settings.max_golden_queries),
         "self_check": self_check_queries(new, settings.self_check_queries),
@@ -151,6 +188,10 @@ def gate_version(
         texts = [q.query for q in queries]
         new_vecs = encode(new, texts)
         new_ranks = rank_queries(new, queries, new_vecs)
+        for q, r in zip(queries, new_ranks, strict=True):
+            memo.ranks[_key(name, q)] = (
+                RankMemo(True, r.rank, r.top) if r is not None else RankMemo(False)
+            )
         res: dict[str, Any] = {"new": metrics(new_ranks)}
         if new_vecs is None:
             notes.append(f"{name}: new version scored keyword-only (no query embedder)")
@@ -159,18 +200,17 @@ def gate_version(
         if hit3 is not None and hit3 < floor:
             reasons.append(f"{name} hit@3 {hit3:.3f} is under the floor {floor:.3f}")
         if live is not None:
-            live_vecs = encode(live, texts)
-            if live_vecs is None:
+            old_ranks, keyword_only = live_ranks(live, name, queries, encode)
+            if keyword_only:
                 notes.append(f"{name}: live version scored keyword-only (no query embedder)")
-            live_ranks = rank_queries(live, queries, live_vecs)
             both = [
                 i
                 for i in range(len(queries))
-                if new_ranks[i] is not None and live_ranks[i] is not None
+                if new_ranks[i] is not None and old_ranks[i] is not None
             ]
-            res["live"] = metrics(live_ranks)
+            res["live"] = metrics(old_ranks)
             res["new_common"] = metrics([new_ranks[i] for i in both])
-            res["live_common"] = metrics([live_ranks[i] for i in both])
+            res["live_common"] = metrics([old_ranks[i] for i in both])
             a, b = res["live_common"]["hit@3"], res["new_common"]["hit@3"]
             if a is not None and b is not None and a - b > settings.max_drop:
                 reasons.append(
@@ -178,7 +218,7 @@ def gate_version(
                     f"{live.version} on {len(both)} common queries (allowed drop {settings.max_drop:.3f})"
                 )
             for i in both:
-                nr, lr = new_ranks[i], live_ranks[i]
+                nr, lr = new_ranks[i], old_ranks[i]
                 assert nr is not None and lr is not None
                 if (lr.rank or 99) <= 3 and (nr.rank or 99) > 3:
                     failing.append(_side_by_side(name, queries[i], lr, nr))
@@ -194,12 +234,13 @@ def gate_version(
             settings.max_alignment_drop,
             settings.failing_shown,
         )
+        memo.alignment = aligned.pop("memo")
         if aligned["reason"]:
             reasons.append(aligned["reason"])
         notes += aligned.pop("notes")
     replayed: dict[str, Any] | None = None
     if replay and live is not None:
-        replayed = replay_check(new, live, replay, encode, settings)
+        replayed = replay_check(new, live.loaded(), replay, encode, settings)
         if replayed["reason"]:
             reasons.append(replayed["reason"])
         notes += replayed.pop("notes")
@@ -213,6 +254,8 @@ def gate_version(
         "failing_total": len(failing),
         "live_version": live.version if live is not None else None,
         "notes": notes,
+        "memo": memo,
+        "live_loaded": live.was_loaded if live is not None else False,
     }
 
 

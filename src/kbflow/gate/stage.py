@@ -1,5 +1,6 @@
 """Stage ``gate``: score the new version against the live one and record the decision in its
-manifest (``runs/<run_id>/gate/``)."""
+manifest (``runs/<run_id>/gate/``), and what it found about the new version in the version's
+memo (``kbflow.gate.memo``: tomorrow's gate asks it of the live version instead of loading it)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ def gate_stage(
         if not settings.gate.enabled:
             return {"passed": True, "skipped": True, "reasons": [], "checks": {}, "failing": []}
         from kbflow.gate.check import VersionAnswerEncoder, VersionQueryEncoder, gate_version
+        from kbflow.gate.memo import LiveVersion, write_memo
         from kbflow.index.version import LoadedVersion
 
         golden = run_golden(home, run_id, None, settings)
@@ -43,13 +45,14 @@ def gate_stage(
         with query_embed_settings(settings, info, need_queries=need) as cal_settings:
             new = LoadedVersion(vdir)
             live = (
-                LoadedVersion(live_version_dir(home.indexes))
+                LiveVersion(live_version_dir(home.indexes))
                 if live_name and live_name != version
                 else None
             )
             queries = VersionQueryEncoder(cal_settings.embed)
             answers = VersionAnswerEncoder(queries, home.embeddings)
             result = gate_version(new, live, golden, settings.gate, queries, answers, replay)
+        write_memo(vdir, result.pop("memo"))
         result["golden"] = golden_set
         if golden_set is None:
             result["notes"] = [NO_GOLDEN, *result.get("notes", [])]

@@ -10,7 +10,9 @@ capped at 1. The fused score is ``w * dense + (1 - w) * keyword``, ``w`` calibra
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -127,6 +129,20 @@ class LoadedVersion:
             self._doc_loaded = True
         return self._doc
 
+    def row_tokens(self, row: int, tokens_of: Callable[[str], list[str]] = tokenize) -> list[str]:
+        """A passage's text as query tokens: its saved BM25 tokens (each as often as it occurs)
+        where the version has them, else ``tokens_of(text)``."""
+        doc = self._doc_tokens()
+        if doc is None or self.kinds[row] in DENSE_ONLY_KINDS:
+            return tokens_of(self.texts[row])
+        lo, hi = int(doc.offsets[row]), int(doc.offsets[row + 1])
+        return [
+            doc.vocab[i]
+            for i, c in zip(doc.ids[lo:hi].tolist(), doc.counts[lo:hi].tolist(), strict=True)
+            for _ in range(c)
+            if doc.vocab[i] != EMPTY_TOKEN
+        ]
+
     def compact_text(self, row: int) -> str:
         """A passage's text without whitespace, computed once per version."""
         got = self._compact.get(row)
@@ -170,12 +186,11 @@ class LoadedVersion:
             hidden = np.zeros(self.n_passages, dtype=bool)
             hidden[exclude] = True
         k = min(n + (0 if exclude is None else len(exclude)), self.n_passages)
-        kw_rows = (
-            np.argpartition(-kw_all, k - 1)[:k]
-            if k < self.n_passages
-            else np.arange(self.n_passages)
-        )
-        kw_rows = kw_rows[kw_all[kw_rows] > 0]
+        # the top k among the passages that have a keyword score at all: a query's tokens occur
+        # in few passages, and a partition of all of them was a third of a gate query at 100k
+        kw_rows = np.flatnonzero(kw_all > 0)
+        if len(kw_rows) > k:
+            kw_rows = kw_rows[np.argpartition(-kw_all[kw_rows], k - 1)[:k]]
         rows = [kw_rows]
         if qvec is not None:
             _, ids = self.dense.search(qvec.reshape(1, -1).astype(np.float32), k)
@@ -318,9 +333,22 @@ def adapter_held_out(version: LoadedVersion) -> set[str] | None:
     return set(json.loads(path.read_text(encoding="utf-8")))
 
 
-def self_check_rows(version: LoadedVersion, limit: int = 1500, seed: int = 0) -> list[int]:
+def stable_order(keys: Iterable[str]) -> list[int]:
+    """Positions of ``keys`` in the order of their BLAKE2b digests: a sample taken as the head
+    of this order is the same every night for the keys that did not change (the gate's check
+    questions, ``kbflow.gate.memo``)."""
+    digests = [hashlib.blake2b(k.encode("utf-8"), digest_size=8).digest() for k in keys]
+    return sorted(range(len(digests)), key=digests.__getitem__)
+
+
+def self_check_rows(
+    version: LoadedVersion, limit: int = 1500, seed: int = 0, stable: bool = False
+) -> list[int]:
     """Question passages whose entry has other passages (so holding one out leaves a target);
-    with an adapter, only the questions it did not train on."""
+    with an adapter, only the questions it did not train on. Above ``limit``, a seeded random
+    sample, or with ``stable`` the first ``limit`` in the order of a hash of entry id and text
+    (``stable_order``): the same questions every night while they do not
+    change, so the gate can reuse what it asked the live version."""
     held = adapter_held_out(version)
     rows = [
         r
@@ -329,7 +357,10 @@ def self_check_rows(version: LoadedVersion, limit: int = 1500, seed: int = 0) ->
         and len(version.entry_rows[version.row_entry[r]]) > 1
         and (held is None or version.passage_ids[r] in held)
     ]
-    if len(rows) > limit:
+    if len(rows) > limit and stable:
+        order = stable_order(f"{version.entry_of_row[r]}\n{version.texts[r]}" for r in rows)
+        rows = sorted(rows[i] for i in order[:limit])
+    elif len(rows) > limit:
         rng = np.random.default_rng(seed)
         rows = sorted(rng.choice(rows, size=limit, replace=False).tolist())
     return rows

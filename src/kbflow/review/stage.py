@@ -20,6 +20,7 @@ from kbflow.contracts import (
     PASSAGE,
     RAW_ROW,
     REVIEW_CONTRADICTION,
+    REVIEW_ENTRY,
     REVIEW_SEMANTIC_DUPLICATE,
     read_table,
     table_from_rows,
@@ -32,11 +33,25 @@ from kbflow.errors import ConfigError
 from kbflow.index.bm25 import cjk_share
 from kbflow.results import Reviewed
 from kbflow.review.contradictions import _merge_pairs, find_contradictions
-from kbflow.review.semantic import SemanticPairs, find_semantic_duplicates
+from kbflow.review.incremental import (
+    ENTRIES_FILE,
+    PreviousReview,
+    entry_keys,
+    keys_table,
+    load_previous,
+    plan,
+    settings_key,
+    vectors_key,
+)
+from kbflow.review.semantic import (
+    SemanticPairs,
+    find_semantic_duplicates,
+    update_semantic_duplicates,
+)
 from kbflow.review.tables import write_version_review
 from kbflow.settings import EmbedSettings, Settings
 from kbflow.store.home import DataHome
-from kbflow.store.versions import read_manifest
+from kbflow.store.versions import current_version, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -124,17 +139,20 @@ def review_version(
     settings: Settings,
     embeddings_root: Path,
     embedder: Embedder | None = None,
-) -> tuple[pa.Table, pa.Table, dict[str, Any]]:
+    previous: PreviousReview | None = None,
+) -> tuple[pa.Table, pa.Table, dict[str, Any], pa.Table]:
     """Semantic duplicates and contradictions of the version in ``vdir``.
 
     ``entries``: the run's clean entries (``CLEAN_ENTRY``: answers, ``updated_at``);
     ``merges``: the clean stage's ``DEDUP_MERGE``; ``rows``: the validate stage's
-    ``RAW_ROW`` (merged rows' answers). Returns (``REVIEW_SEMANTIC_DUPLICATE`` rows,
-    ``REVIEW_CONTRADICTION`` rows, summary), ``version``/``run_id`` filled from the manifest."""
+    ``RAW_ROW`` (merged rows' answers); ``previous``: the live version's review, reused for
+    what did not change when it may be (``kbflow.review.incremental``). Returns
+    (``REVIEW_SEMANTIC_DUPLICATE`` rows, ``REVIEW_CONTRADICTION`` rows, summary,
+    ``REVIEW_ENTRY`` keys), ``version``/``run_id`` filled from the manifest."""
     manifest = read_manifest(vdir)
     version, run_id = manifest["version"], manifest.get("run_id")
     model = manifest["embedding"]
-    passages = read_table(vdir / "passages.parquet", PASSAGE)
+    passages = read_table(vdir / "passages.parquet", PASSAGE, columns=_REVIEW_COLUMNS)
     if (model.get("adapter") or {}).get("kind") == "finetune":
         # A fine-tuned adapter pushes different entries apart, duplicates included: the review
         # compares entries in the plain model's space (its vectors are in the cache).
@@ -178,15 +196,41 @@ def review_version(
     share = cjk_share(titles[:5000])
     languages = model.get("languages") or []
     covers = "multi" in languages or ("zh" if share > 0.5 else "en") in languages
-    found: SemanticPairs = find_semantic_duplicates(
-        all_vecs,
-        owner,
-        len(entry_ids),
-        model["model_key"],
-        settings.review,
-        exclude=merged_pairs,
-        model_covers_kb=covers,
+    merged_ids = {entry_ids[i] for pair in merged_pairs for i in pair}
+    keys = entry_keys(passages, {e: titles[i] for e, i in index_of.items()}, answers, merged_ids)
+    how = plan(
+        previous,
+        keys,
+        vectors_key(model),
+        settings_key(settings.review),
+        settings.index.recalibrate_share,
     )
+    reused: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    if how.previous is not None:
+        changed = np.zeros(len(entry_ids), dtype=bool)
+        changed[[index_of[e] for e in how.changed]] = True
+        kept = _kept_pairs(how.previous, index_of, changed, refs)
+        found: SemanticPairs = update_semantic_duplicates(
+            all_vecs,
+            owner,
+            len(entry_ids),
+            how.previous.calibration,
+            settings.review,
+            changed,
+            kept,
+            exclude=merged_pairs,
+        )
+        reused = _kept_contradictions(how.previous, keys)
+    else:
+        found = find_semantic_duplicates(
+            all_vecs,
+            owner,
+            len(entry_ids),
+            model["model_key"],
+            settings.review,
+            exclude=merged_pairs,
+            model_covers_kb=covers,
+        )
     threshold = found.calibration.threshold
     dup_rows: list[dict[str, Any]] = []
     for a, b, s, va, vb in zip(
@@ -231,7 +275,14 @@ def review_version(
         for r in dup_rows
     ]
     merge_pairs = _merge_pairs(merges, rows, {e: titles[i] for e, i in index_of.items()})
-    contra = find_contradictions(semantic_pairs + merge_pairs, answers)
+    again = [p for p in semantic_pairs if (p["entry_a"], p["entry_b"]) not in reused]
+    contra = find_contradictions(again + merge_pairs, answers)
+    kept_contra = [
+        c | {"similarity": p["similarity"], "title_a": p["title_a"], "title_b": p["title_b"]}
+        for p in semantic_pairs
+        for c in reused.get((p["entry_a"], p["entry_b"]), [])
+    ]
+    contra += kept_contra
     flagged = {(c["entry_a"], c["entry_b"]) for c in contra if c["source"] == "semantic"}
     for r in dup_rows:
         r["has_contradiction"] = (r["entry_a"], r["entry_b"]) in flagged
@@ -258,12 +309,81 @@ def review_version(
         "merges_checked": len(merge_pairs),
         "calibration": found.calibration.as_dict(),
         "semantic_seconds": found.seconds,
+        "settings_key": settings_key(settings.review),
+        "vectors_key": vectors_key(model),
+        "incremental": {
+            "mode": "incremental" if how.previous is not None else "full",
+            "reason": how.reason,
+            "base_version": how.previous.version if how.previous is not None else None,
+            "changed_entries": len(how.changed) if how.previous is not None else None,
+            "gone_entries": how.gone,
+            "share": round(how.share, 6),
+            "searched_vectors": int(found.candidates) if how.previous is None else None,
+            "contradiction_pairs_kept": len({(c["entry_a"], c["entry_b"]) for c in kept_contra}),
+        },
     }
     return (
         table_from_rows(dup_rows, REVIEW_SEMANTIC_DUPLICATE),
         table_from_rows(contra, REVIEW_CONTRADICTION),
         summary,
+        keys_table(keys),
     )
+
+
+#: What the review reads of a version's passages (the answers' display column is the bulk).
+_REVIEW_COLUMNS = ("passage_id", "entry_id", "kind", "title", "text", "text_hash")
+
+
+def _kept_pairs(
+    previous: PreviousReview,
+    index_of: dict[str, int],
+    changed: np.ndarray,
+    refs: list[str],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The previous review's pairs of two unchanged entries, as vector pairs of this version
+    (``(i, j, cosine)``: the matched title/question rows)."""
+    row_of = {r: i for i, r in enumerate(refs)}
+    t = previous.semantic
+    vi: list[int] = []
+    vj: list[int] = []
+    ss: list[float] = []
+    for a, b, ma, mb, score in zip(
+        t.column("entry_a").to_pylist(),
+        t.column("entry_b").to_pylist(),
+        t.column("matched_a").to_pylist(),
+        t.column("matched_b").to_pylist(),
+        t.column("score").to_pylist(),
+        strict=True,
+    ):
+        ia, ib = index_of.get(a), index_of.get(b)
+        if ia is None or ib is None or changed[ia] or changed[ib]:
+            continue
+        ra, rb = row_of.get(ma), row_of.get(mb)
+        if ra is None or rb is None:  # cannot be for an unchanged entry; searched again then
+            changed[ia] = changed[ib] = True
+            continue
+        vi.append(ra)
+        vj.append(rb)
+        ss.append(score)
+    return np.asarray(vi, np.int64), np.asarray(vj, np.int64), np.asarray(ss, np.float32)
+
+
+def _kept_contradictions(
+    previous: PreviousReview, keys: dict[str, tuple[str, str, bool]]
+) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """The previous review's contradictions of semantic pairs whose two answers did not change,
+    by pair (with no rows for a pair that had none: it need not be compared again)."""
+    old = previous.keys
+    same = {e for e, k in keys.items() if e in old and old[e][1] == k[1]}
+    out: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in previous.semantic.select(["entry_a", "entry_b"]).to_pylist():
+        if r["entry_a"] in same and r["entry_b"] in same:
+            out[(r["entry_a"], r["entry_b"])] = []
+    for c in previous.contradictions.to_pylist():
+        pair = (c["entry_a"], c["entry_b"])
+        if c["source"] == "semantic" and pair in out:
+            out[pair].append(c)
+    return out
 
 
 def review_stage(
@@ -295,7 +415,8 @@ def review_stage(
             )
             return {"version": version, "enabled": False, "semantic_pairs": 0, "contradictions": 0}
         cdir, vdir = home.stage_dir(run_id, "clean"), home.stage_dir(run_id, "validate")
-        semantic, contradictions, summary = review_version(
+        incremental = settings.index.incremental  # --full-rebuild reviews whole too
+        semantic, contradictions, summary, keys = review_version(
             home.indexes / version,
             read_table(cdir / "entries.parquet", CLEAN_ENTRY),
             read_table(cdir / "merges.parquet", DEDUP_MERGE),
@@ -303,7 +424,9 @@ def review_stage(
             settings,
             home.embeddings,
             embedder,
+            _live_review(home, version) if incremental else None,
         )
+        write_table(keys, folder / ENTRIES_FILE, REVIEW_ENTRY)
         write_table(semantic, folder / SEMANTIC_FILE, REVIEW_SEMANTIC_DUPLICATE)
         write_table(contradictions, folder / CONTRADICTIONS_FILE, REVIEW_CONTRADICTION)
         summary["run_id"] = run_id
@@ -323,6 +446,15 @@ def review_stage(
         return cast(Reviewed, {**summary, "enabled": True})
 
     return run_stage(home, run_id, "review", run)
+
+
+def _live_review(home: DataHome, version: str) -> PreviousReview | None:
+    """The live version's review (from the run that built it), unless ``version`` is live."""
+    live = current_version(home.indexes)
+    if live is None or live == version:
+        return None
+    run_id = read_manifest(home.indexes / live).get("run_id")
+    return load_previous(home.run_dir(run_id) / "review") if run_id else None
 
 
 def report_inputs(home: DataHome, run_id: str) -> dict[str, Any]:
