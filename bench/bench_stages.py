@@ -378,17 +378,17 @@ def _run_stages(
         step("start_run", lambda: start_run(home, run_id, run_date))
         try:
             pulled = step("pull", lambda: pull_stage(home, run_id, source))
-            reused = step(
+            prepared = step(
                 "reuse_prepared",
                 lambda: reuse_prepared(home, run_id, pulled, run_date, settings),
             )
             step("validate", lambda: validate_stage(home, run_id, pulled, settings))
             step("clean", lambda: clean_stage(home, run_id, run_date, settings))
             chunked = step("chunk", lambda: chunk_stage(home, run_id, settings))
-            if not reused:
+            if not prepared["reused_from"]:
                 step(
                     "record_prepared",
-                    lambda: record_prepared(home, run_id, pulled, run_date, settings),
+                    lambda: record_prepared(home, run_id, prepared["key"], run_date),
                 )
             choice = step("model", lambda: model_stage(home, run_id, settings))
             settings = with_model(settings, choice)

@@ -39,7 +39,8 @@ def kb_nightly(
         with failures_reported(data, run_id, day, settings):
             pulled = t.pull(data, run_id, source)
             # the same export as an earlier run's: its prepared input, and no CPU slot to take
-            reused = t.reuse_prepared(data, run_id, pulled, day, settings)
+            prepared = t.reuse_prepared(data, run_id, pulled, day, settings)
+            reused = prepared["reused_from"]
             # a fleet's CPU limit (settings limits.cpu): one slot for the three stages
             with (
                 nullcontext()
@@ -50,7 +51,7 @@ def kb_nightly(
                 t.clean(data, run_id, day, settings)
                 chunked = t.chunk(data, run_id, settings)
             if not reused:
-                t.record_prepared(data, run_id, pulled, day, settings)
+                t.record_prepared(data, run_id, prepared["key"], day)
             settings = t.choose_model(data, run_id, settings)
             if t.check_unchanged(data, run_id, chunked, settings):
                 t.account(data, run_id, pulled)

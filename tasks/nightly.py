@@ -41,6 +41,7 @@ from kbflow.results import (
     Embedded,
     Gated,
     Notice,
+    Prepared,
     Published,
     Pulled,
     Reviewed,
@@ -73,20 +74,20 @@ def pull(home: DataHome, run_id: str, source: str) -> Pulled:
 @task(name="reuse-prepared", cache_policy=NO_CACHE, timeout_seconds=10 * MINUTE)
 def reuse_prepared(
     home: DataHome, run_id: str, pulled: Pulled, run_date: date, settings: Settings
-) -> str | None:
+) -> Prepared:
     """An earlier run's validate/clean/chunk outputs when it prepared this same input
-    (``kbflow.run.reuse_prepared``): its run id, or None."""
+    (``kbflow.run.reuse_prepared``), and the input's key."""
     got = run_core.reuse_prepared(home, run_id, pulled, run_date, settings)
-    if got is not None:
-        get_run_logger().info("prepare: same export as run %s: its prepared input is reused", got)
+    if got["reused_from"] is not None:
+        get_run_logger().info(
+            "prepare: same export as run %s: its prepared input is reused", got["reused_from"]
+        )
     return got
 
 
 @task(name="record-prepared", cache_policy=NO_CACHE, timeout_seconds=10 * MINUTE)
-def record_prepared(
-    home: DataHome, run_id: str, pulled: Pulled, run_date: date, settings: Settings
-) -> None:
-    run_core.record_prepared(home, run_id, pulled, run_date, settings)
+def record_prepared(home: DataHome, run_id: str, key: str, run_date: date) -> None:
+    run_core.record_prepared(home, run_id, key, run_date)
 
 
 @task(name="validate", cache_policy=NO_CACHE, timeout_seconds=HOUR)

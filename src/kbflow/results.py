@@ -55,6 +55,14 @@ class Validated(StageSummary):
     expectations: list[dict[str, Any]]
 
 
+class Prepared(TypedDict):
+    """``kbflow.run.reuse_prepared``: the key of the run's prepared input (validate, clean,
+    chunk) and the earlier run whose outputs it reused (None: its stages run)."""
+
+    key: str
+    reused_from: str | None
+
+
 class Cleaned(StageSummary):
     """``clean``: what became of the valid rows (each exactly one outcome), entries kept."""
 

@@ -20,7 +20,7 @@ from kbflow.contracts import (
 from kbflow.embed.cache import remove_partial_shards
 from kbflow.index.build import clean_stale_builds
 from kbflow.publish.pointer import repair_history
-from kbflow.results import Chunked, Pulled, RunStarted
+from kbflow.results import Chunked, Prepared, Pulled, RunStarted
 from kbflow.settings import Settings, settings_fingerprint
 from kbflow.store import catalog
 from kbflow.store.home import DataHome, atomic_write_text
@@ -155,10 +155,9 @@ def prepared_key(home: DataHome, pulled: Pulled, settings: Settings) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def record_prepared(
-    home: DataHome, run_id: str, pulled: Pulled, run_date: date, settings: Settings
-) -> None:
-    """Leave ``prepared.json`` in a run that chunked, for ``reuse_prepared`` of later runs."""
+def record_prepared(home: DataHome, run_id: str, key: str, run_date: date) -> None:
+    """Leave ``prepared.json`` in a run that chunked (``key`` from ``reuse_prepared``), for
+    ``reuse_prepared`` of later runs."""
     from kbflow.runner import read_marker
 
     cleaned = read_marker(home, run_id, "clean") or {}
@@ -166,7 +165,7 @@ def record_prepared(
         home.run_dir(run_id) / PREPARED,
         json.dumps(
             {
-                "key": prepared_key(home, pulled, settings),
+                "key": key,
                 "run_date": run_date.isoformat(),
                 "stable_until": cleaned.get("stable_until"),
             }
@@ -176,25 +175,24 @@ def record_prepared(
 
 def reuse_prepared(
     home: DataHome, run_id: str, pulled: Pulled, run_date: date, settings: Settings
-) -> str | None:
+) -> Prepared:
     """When an earlier run prepared this same input (``prepared_key``) and no date decision of
     its clean stage changes between its run date and ``run_date`` (``stable_until``), link its
     validate, clean and chunk outputs into this run (hard links: nothing is copied, and stage
     outputs are never written again) with their markers, so those stages return its summaries
-    at once. Returns that run's id, or None (the stages then run). A run whose stages already
-    started (a resumed run) is left alone."""
+    at once. Returns the input's key (for ``record_prepared``) and that run's id, or None (the
+    stages then run). A run whose stages already started (a resumed run) is left alone."""
     from kbflow.runner import MARKER
 
+    key = prepared_key(home, pulled, settings)
     if any((home.run_dir(run_id) / s).exists() for s in PREPARED_STAGES):
-        return None
-    key: str | None = None
+        return {"key": key, "reused_from": None}
     runs = sorted((p for p in home.runs.iterdir() if p.name != run_id), reverse=True)
     for folder in runs:
         try:
             got = json.loads((folder / PREPARED).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
-        key = key or prepared_key(home, pulled, settings)
         until = got.get("stable_until")
         if (
             got.get("key") != key
@@ -207,10 +205,7 @@ def reuse_prepared(
             # linked into a temp folder and renamed: a stage folder is whole or absent
             tmp = home.run_dir(run_id) / f".{stage}.reuse"
             shutil.rmtree(tmp, ignore_errors=True)
-            shutil.copytree(
-                folder / stage, tmp, copy_function=_link, ignore=shutil.ignore_patterns(MARKER)
-            )
-            shutil.copy2(folder / stage / MARKER, tmp / MARKER)
+            shutil.copytree(folder / stage, tmp, copy_function=_link)
             os.replace(tmp, home.run_dir(run_id) / stage)
         shutil.copy2(folder / PREPARED, home.run_dir(run_id) / PREPARED)
         log.info(
@@ -220,8 +215,8 @@ def reuse_prepared(
             pulled["snapshot_sha256"][:12],
             until or "ever",
         )
-        return folder.name
-    return None
+        return {"key": key, "reused_from": folder.name}
+    return {"key": key, "reused_from": None}
 
 
 def _link(src: str, dst: str) -> None:

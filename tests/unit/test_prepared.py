@@ -34,12 +34,13 @@ def prepare(home: DataHome, settings: Any, run_date: date, source: Path = EXPORT
     run_id = new_run_id()
     start_run(home, run_id, run_date)
     pulled = pull_stage(home, run_id, str(source))
-    reused = reuse_prepared(home, run_id, pulled, run_date, settings)
+    prepared = reuse_prepared(home, run_id, pulled, run_date, settings)
+    reused = prepared["reused_from"]
     validate_stage(home, run_id, pulled, settings)
     clean_stage(home, run_id, run_date, settings)
     chunked = chunk_stage(home, run_id, settings)
     if not reused:
-        record_prepared(home, run_id, pulled, run_date, settings)
+        record_prepared(home, run_id, prepared["key"], run_date)
     return {"run_id": run_id, "reused": reused, "chunked": chunked}
 
 
@@ -109,7 +110,7 @@ def test_a_resumed_run_is_left_alone(kb):
     start_run(home, run_id, DAY)
     pulled = pull_stage(home, run_id, str(EXPORT))
     validate_stage(home, run_id, pulled, settings)  # the run got this far before it stopped
-    assert reuse_prepared(home, run_id, pulled, DAY, settings) is None
+    assert reuse_prepared(home, run_id, pulled, DAY, settings)["reused_from"] is None
 
 
 def test_date_phrases_say_when_their_answer_changes():

@@ -21,7 +21,15 @@ from kbflow.clean.normalize import nfkc
 log = logging.getLogger(__name__)
 
 
-__all__ = ["ExpiryHit", "find_expiry", "find_not_yet_effective", "names_a_year", "parse_date"]
+__all__ = [
+    "DatePhrases",
+    "ExpiryHit",
+    "date_phrases",
+    "find_expiry",
+    "find_not_yet_effective",
+    "names_a_year",
+    "parse_date",
+]
 
 
 @dataclass(frozen=True)

@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow.parquet as pq
 
-from kbflow.store.versions import MANIFEST
+from kbflow.store.home import atomic_write_text
+from kbflow.store.versions import read_manifest
 
 if TYPE_CHECKING:
     from kbflow.index.version import LoadedVersion
@@ -119,9 +119,7 @@ def write_memo(folder: Path, memo: Memo) -> None:
     """Write ``memo`` into the version folder (atomically: a reader sees the old or the new)."""
     path = folder / MEMO
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(memo.as_json(), ensure_ascii=False), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(memo.as_json(), ensure_ascii=False))
 
 
 class LiveVersion:
@@ -132,10 +130,7 @@ class LiveVersion:
         self.folder = folder
         self._loaded = loaded
         self.memo = read_memo(folder)
-        if loaded is not None:
-            self.version: str = loaded.version
-        else:
-            self.version = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))["version"]
+        self.version: str = loaded.version if loaded else read_manifest(folder)["version"]
         self._entry_ids: list[str] | None = None
 
     @property

@@ -28,7 +28,6 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -42,6 +41,7 @@ from kbflow.contracts import (
 from kbflow.errors import KbflowError
 from kbflow.review.semantic import SemanticThreshold
 from kbflow.settings import ReviewSettings
+from kbflow.store.home import DataHome
 
 log = logging.getLogger(__name__)
 
@@ -116,14 +116,15 @@ class PreviousReview:
     keys: dict[str, tuple[str, str, bool]]
 
 
-def load_previous(folder: Path) -> PreviousReview | None:
-    """The review in stage folder ``folder`` (a run's ``review/``), or None when it is not
-    there, was skipped, or was made before reviews kept their entry keys."""
-    from kbflow.runner import MARKER
+def load_previous(home: DataHome, run_id: str) -> PreviousReview | None:
+    """Run ``run_id``'s review, or None when it did not complete, was skipped, or was made
+    before reviews kept their entry keys."""
+    from kbflow.runner import read_marker
 
+    folder = home.run_dir(run_id) / "review"
     try:
-        summary = json.loads((folder / MARKER).read_text(encoding="utf-8"))
-        if not summary.get("enabled", True) or "settings_key" not in summary:
+        summary = read_marker(home, run_id, "review")
+        if not summary or not summary.get("enabled", True) or "settings_key" not in summary:
             return None
         table = read_table(folder / ENTRIES_FILE, REVIEW_ENTRY)
         keys = {

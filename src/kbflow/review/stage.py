@@ -51,7 +51,7 @@ from kbflow.review.semantic import (
 from kbflow.review.tables import write_version_review
 from kbflow.settings import EmbedSettings, Settings
 from kbflow.store.home import DataHome
-from kbflow.store.versions import current_version, read_manifest
+from kbflow.store.versions import live_manifest, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -197,14 +197,10 @@ def review_version(
     languages = model.get("languages") or []
     covers = "multi" in languages or ("zh" if share > 0.5 else "en") in languages
     merged_ids = {entry_ids[i] for pair in merged_pairs for i in pair}
-    keys = entry_keys(passages, {e: titles[i] for e, i in index_of.items()}, answers, merged_ids)
-    how = plan(
-        previous,
-        keys,
-        vectors_key(model),
-        settings_key(settings.review),
-        settings.index.recalibrate_share,
-    )
+    title_of = {e: titles[i] for e, i in index_of.items()}
+    keys = entry_keys(passages, title_of, answers, merged_ids)
+    review_key = settings_key(settings.review)
+    how = plan(previous, keys, vectors_key(model), review_key, settings.index.recalibrate_share)
     reused: dict[tuple[str, str], list[dict[str, Any]]] = {}
     if how.previous is not None:
         changed = np.zeros(len(entry_ids), dtype=bool)
@@ -274,7 +270,7 @@ def review_version(
         }
         for r in dup_rows
     ]
-    merge_pairs = _merge_pairs(merges, rows, {e: titles[i] for e, i in index_of.items()})
+    merge_pairs = _merge_pairs(merges, rows, title_of)
     again = [p for p in semantic_pairs if (p["entry_a"], p["entry_b"]) not in reused]
     contra = find_contradictions(again + merge_pairs, answers)
     kept_contra = [
@@ -309,7 +305,7 @@ def review_version(
         "merges_checked": len(merge_pairs),
         "calibration": found.calibration.as_dict(),
         "semantic_seconds": found.seconds,
-        "settings_key": settings_key(settings.review),
+        "settings_key": review_key,
         "vectors_key": vectors_key(model),
         "incremental": {
             "mode": "incremental" if how.previous is not None else "full",
@@ -318,7 +314,6 @@ def review_version(
             "changed_entries": len(how.changed) if how.previous is not None else None,
             "gone_entries": how.gone,
             "share": round(how.share, 6),
-            "searched_vectors": int(found.candidates) if how.previous is None else None,
             "contradiction_pairs_kept": len({(c["entry_a"], c["entry_b"]) for c in kept_contra}),
         },
     }
@@ -450,11 +445,10 @@ def review_stage(
 
 def _live_review(home: DataHome, version: str) -> PreviousReview | None:
     """The live version's review (from the run that built it), unless ``version`` is live."""
-    live = current_version(home.indexes)
-    if live is None or live == version:
+    live = live_manifest(home)
+    if live is None or live["version"] == version or not live.get("run_id"):
         return None
-    run_id = read_manifest(home.indexes / live).get("run_id")
-    return load_previous(home.run_dir(run_id) / "review") if run_id else None
+    return load_previous(home, live["run_id"])
 
 
 def report_inputs(home: DataHome, run_id: str) -> dict[str, Any]:
