@@ -55,6 +55,7 @@ FLOOR_NO_CHANGE_RATIO = 0.10  # no-change rerun wall time / full build wall time
 FLOOR_1PCT_EMBED_SHARE = 0.015  # texts embedded by the 1% run / passages of the full build
 FLOOR_1PCT_WALL_S = 60.0  # 1% changed at 100k: wall seconds apart from the embed stage (issue 19)
 FLOOR_NO_CHANGE_S = 16.0  # no-change rerun at 100k: wall seconds
+FLOOR_PEAK_MIB = 3072.0  # peak RSS of any nightly run at 100k entries (issue 19: <= 3 GB)
 FLOORS_AT = 100_000  # the absolute floors are judged at this size or above
 
 #: (scenario, share of records edited, records deleted), applied to the previous scenario's export.
@@ -93,6 +94,7 @@ def _summarise(name: str, run: dict[str, Any], full: dict[str, Any] | None) -> d
         "texts_embedded_for_real": (pre or {}).get("sampled", run.get("embedded") or 0),
         "stages": {s["stage"]: s["wall_s"] for s in run["stages"] if not s.get("not_a_stage")},
         "peak_rss_mib": max(s["peak_rss_mib"] for s in run["stages"]),
+        "peak_stage": max(run["stages"], key=lambda s: s["peak_rss_mib"])["stage"],
     }
     if run.get("index_build"):
         out["index_build"] = run["index_build"]
@@ -167,6 +169,19 @@ def evaluate_floors(
                 "limit": FLOOR_1PCT_WALL_S,
                 "passed": rest <= FLOOR_1PCT_WALL_S if at_size else None,
                 "note": f"index build {one.get('index_build', {}).get('mode', '?')}"
+                + ("" if at_size else f"; judged at >= {FLOORS_AT:,} entries"),
+            }
+        )
+    if scen:
+        name, worst = max(scen.items(), key=lambda kv: kv[1]["peak_rss_mib"])
+        floors.append(
+            {
+                "name": "peak RSS of a nightly run, MiB",
+                "value": worst["peak_rss_mib"],
+                "limit": FLOOR_PEAK_MIB,
+                "passed": worst["peak_rss_mib"] <= FLOOR_PEAK_MIB if at_size else None,
+                "note": f"the {name} run, in its {worst.get('peak_stage', '?')} stage (max over "
+                "the runs; ru_maxrss reset before each stage)"
                 + ("" if at_size else f"; judged at >= {FLOORS_AT:,} entries"),
             }
         )

@@ -423,9 +423,9 @@ def section_incremental(res: Path) -> list[str]:
         out.append(f"Load average start/end: {m['load_avg_start'][0]} / {m['load_avg_end'][0]}")
         out.append("")
         out.append(
-            "| run | status | wall s | vs full build | passages | texts embedded (for real) | embedded / full passages | index build | main stages s |"
+            "| run | status | wall s | vs full build | passages | texts embedded (for real) | embedded / full passages | index build | main stages s | peak RSS MiB (stage) |"
         )
-        out.append("|---|---|---:|---:|---:|---:|---:|---|---|")
+        out.append("|---|---|---:|---:|---:|---:|---:|---|---|---:|")
         for name, s in r["scenarios"].items():
             st = s["stages"]
             main = ", ".join(
@@ -437,7 +437,8 @@ def section_incremental(res: Path) -> list[str]:
             out.append(
                 f"| {name} | {s['status']} | {_f(s['total_wall_s'])}{' **(extrapolated)**' if s['total_extrapolated'] else ''} | "
                 f"{_f(s.get('time_vs_full', 1.0), 4)} | {_f(s['passages'])} | {_f(s['texts_embedded'])} ({_f(s['texts_embedded_for_real'])}) | "
-                f"{_f(s.get('embedded_vs_full_passages', 1.0), 5)} | {build} | {main} |"
+                f"{_f(s.get('embedded_vs_full_passages', 1.0), 5)} | {build} | {main} | "
+                f"{_f(s['peak_rss_mib'], 0)}{' (' + s['peak_stage'] + ')' if s.get('peak_stage') else ''} |"
             )
         out.append("")
         for fl in r["floors"]:

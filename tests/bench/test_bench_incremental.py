@@ -122,4 +122,8 @@ def test_ratios_and_floors_are_computed_against_the_full_build(result: dict[str,
     assert rest["passed"] is None and rest["limit"] == 60.0
     assert rest["value"] == round(one["total_wall_s"] - one["stages"].get("embed", 0.0), 3)
     assert floors["no-change rerun wall seconds"]["passed"] is None
+    peak = floors["peak RSS of a nightly run, MiB"]
+    worst = max(sc.values(), key=lambda s: s["peak_rss_mib"])
+    assert peak["value"] == worst["peak_rss_mib"] and peak["limit"] == 3072.0
+    assert peak["passed"] is None and worst["peak_stage"] in peak["note"]
     assert result["embed_mode"] == "none" and "--no-embed" in result["command"]

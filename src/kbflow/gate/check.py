@@ -326,13 +326,13 @@ class VersionQueryEncoder:
         reuse = queries_reuse_passages(info)
         rows: list[int | None] = [None] * len(texts)
         if reuse:
-            row_of = {t: i for i, t in enumerate(version.texts)}
-            rows = [row_of.get(t) for t in texts]
+            rows = version.texts.find(texts)
         missing = [i for i, r in enumerate(rows) if r is None]
         out = np.zeros((len(texts), version.vectors.shape[1]), np.float32)
         found = [i for i, r in enumerate(rows) if r is not None]
         if found:
-            out[found] = np.asarray(version.vectors[[rows[i] for i in found]])
+            at = np.asarray([r for r in rows if r is not None], dtype=np.int64)
+            out[found] = np.asarray(version.vectors[at])
         if missing:
             emb = self.embedder(info)
             if emb is None:

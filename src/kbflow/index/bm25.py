@@ -237,6 +237,9 @@ class DocTokens:
         )
 
 
+_SCORE_BLOCK = 1 << 22
+
+
 def score_matrix(doc: DocTokens, retriever: Any) -> dict[str, Any]:
     """bm25s's eager score matrix (CSC, tokens by passages), computed with numpy over the whole
     corpus at once with bm25s's own idf and term-frequency functions: the same floats as
@@ -248,23 +251,38 @@ def score_matrix(doc: DocTokens, retriever: Any) -> dict[str, Any]:
     n = len(doc)
     n_vocab = len(doc.vocab)
     runs = np.diff(doc.offsets)
-    d = np.repeat(np.arange(n, dtype=np.int32), runs)
-    lengths = np.bincount(d, weights=doc.counts, minlength=n).astype(np.int64)
+    # passages in blocks of about _SCORE_BLOCK tokens: the per-token temporaries (owner,
+    # length as float64, term-frequency weight) of the whole corpus took 1.2 GB at 100k entries
+    starts = np.searchsorted(doc.offsets, np.arange(0, int(doc.offsets[-1]), _SCORE_BLOCK))
+    blocks = [int(b) for b in np.unique(np.r_[starts, n])]
+    if blocks[0] != 0:
+        blocks.insert(0, 0)
+    lengths = np.zeros(n, dtype=np.int64)
+    for p0, p1 in zip(blocks[:-1], blocks[1:], strict=True):
+        lo, hi = int(doc.offsets[p0]), int(doc.offsets[p1])
+        d = np.repeat(np.arange(p0, p1, dtype=np.int32), runs[p0:p1])
+        lengths += np.bincount(d, weights=doc.counts[lo:hi], minlength=n).astype(np.int64)
     df = np.bincount(doc.ids, minlength=n_vocab)
     idf_of = _select_idf_scorer(retriever.idf_method)
     idf = np.zeros(n_vocab, dtype=np.float32)
     for token, count in enumerate(df.tolist()):
         if count:
             idf[token] = idf_of(count, N=n)
-    tfc = _select_tfc_scorer(retriever.method)(
-        tf_array=doc.counts.astype(np.float32),
-        l_d=lengths[d].astype(np.float64),
-        l_avg=lengths.mean() if n else 1.0,
-        k1=retriever.k1,
-        b=retriever.b,
-        delta=retriever.delta,
-    )
-    scores = (idf[doc.ids] * tfc).astype(np.float32)
+    tfc_of = _select_tfc_scorer(retriever.method)
+    l_avg = lengths.mean() if n else 1.0
+    scores = np.empty(len(doc.ids), dtype=np.float32)
+    for p0, p1 in zip(blocks[:-1], blocks[1:], strict=True):
+        lo, hi = int(doc.offsets[p0]), int(doc.offsets[p1])
+        d = np.repeat(np.arange(p0, p1, dtype=np.int32), runs[p0:p1])
+        tfc = tfc_of(
+            tf_array=doc.counts[lo:hi].astype(np.float32),
+            l_d=lengths[d].astype(np.float64),
+            l_avg=l_avg,
+            k1=retriever.k1,
+            b=retriever.b,
+            delta=retriever.delta,
+        )
+        scores[lo:hi] = idf[doc.ids[lo:hi]] * tfc
     m = sp.csr_matrix((scores, doc.ids, doc.offsets), shape=(n, n_vocab)).tocsc()
     return {"data": m.data, "indices": m.indices, "indptr": m.indptr, "num_docs": n}
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from kbflow.contracts import DENSE_BASE_KEY, PASSAGE, write_table
 from kbflow.embed.adapter import ADAPTER_DIR
@@ -77,10 +78,14 @@ def build_version(
     settings: IndexSettings,
     adapter: Path | None = None,
     plan: Plan | None = None,
+    passages_file: Path | None = None,
 ) -> Path:
     """Write a complete version folder and return its path.
 
-    ``passages`` (PASSAGE schema) and ``vectors`` are row-aligned. ``manifest`` gets the
+    ``passages`` (PASSAGE schema, or some of its columns with ``passages_file``) and
+    ``vectors`` are row-aligned. ``passages_file``: the stage file ``passages`` was read from,
+    copied into the version as it is (checked against the contract) instead of writing the
+    table again. ``manifest`` gets the
     index facts added and is written last. ``adapter``: a staged adapter folder
     (``kbflow.index.adapter``) copied into the version as ``adapter/``. ``plan``: what to reuse
     from the live version (``kbflow.index.incremental.plan_reuse``); None builds everything.
@@ -99,6 +104,10 @@ def build_version(
     try:
         if adapter is not None:
             shutil.copytree(adapter, work / ADAPTER_DIR)
+        if passages_file is None:
+            write_table(passages, work / "passages.parquet", PASSAGE)
+        else:
+            _copy_passages(passages_file, work / "passages.parquet", n)
         return _build(
             indexes_dir, work, final, version, passages, vectors, manifest, settings, plan or Plan()
         )
@@ -107,6 +116,17 @@ def build_version(
         # .building-*, which the next run removes (clean_stale_builds). Never a listed version.
         shutil.rmtree(work, ignore_errors=True)
         raise
+
+
+def _copy_passages(src: Path, dst: Path, rows: int) -> None:
+    """The version's passages file as a copy of the stage file (``rows`` rows, the contract's
+    columns), refused otherwise."""
+    meta = pq.read_metadata(src)
+    if meta.num_rows != rows or not meta.schema.to_arrow_schema().equals(
+        PASSAGE, check_metadata=False
+    ):
+        raise IndexError_(f"{src} does not hold the {rows} passages being indexed")
+    shutil.copyfile(src, dst)
 
 
 def _share(src: Path, dst: Path) -> None:
@@ -171,7 +191,6 @@ def _build(
 ) -> Path:
     n = passages.num_rows
     factory = choose_factory(n, settings)
-    write_table(passages, work / "passages.parquet", PASSAGE)
     vectors = np.asarray(vectors, dtype=np.float32)  # no copy when already float32
     np.save(work / "vectors.npy", vectors, allow_pickle=False)
     hub_weight = model_hub_weight(str(manifest.get("embedding", {}).get("model", "")), settings)

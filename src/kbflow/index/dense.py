@@ -229,6 +229,28 @@ class DenseIndex:
             return faiss.SearchParametersIVF(sel=self._not, nprobe=self._inner.nprobe)
         return faiss.SearchParameters(sel=self._not)
 
+    def stored_vectors(self, ids: np.ndarray) -> StoredVectors | None:
+        """The vectors the segments hold for faiss ``ids`` (a version's passages, each served by
+        the delta when it is there, else by the base), read in place: a Flat or HNSW-Flat
+        segment keeps every vector as float32, so a loaded version need not map its
+        ``vectors.npy`` beside them (774 MB at 100k entries). None when a segment does not keep
+        them raw (IVF) or lacks one of ``ids``."""
+        segments = [s for s in (self.delta, self.base) if s is not None]
+        views = [_flat_view(s) for s in segments]
+        if any(v is None for v in views):
+            return None
+        seg = np.full(len(ids), -1, np.int8)
+        pos = np.zeros(len(ids), np.int64)
+        for k, segment in enumerate(segments):
+            held = load_faiss().vector_to_array(segment.id_map)
+            order = np.argsort(held)
+            at = np.clip(np.searchsorted(held[order], ids), 0, max(len(held) - 1, 0))
+            found = (seg < 0) & (held[order][at] == ids) if len(held) else np.zeros(len(ids), bool)
+            seg[found], pos[found] = k, order[at[found]]
+        if (seg < 0).any():
+            return None
+        return StoredVectors([v for v in views if v is not None], seg, pos, self)
+
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(scores, ids) of the ``k`` best passages per query, best first; -1 ids pad."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
@@ -243,3 +265,49 @@ class DenseIndex:
             np.take_along_axis(all_s, order, axis=1).astype(np.float32),
             np.take_along_axis(all_i, order, axis=1),
         )
+
+
+def _flat_view(segment: Any) -> np.ndarray | None:
+    """A segment's stored vectors as an (n, d) float32 array over FAISS's own memory (no copy),
+    for an id map over a Flat or HNSW-Flat index; None for any other kind."""
+    faiss = load_faiss()
+    inner = faiss.downcast_index(segment.index) if hasattr(segment, "index") else None
+    if inner is None:
+        return None
+    storage = faiss.downcast_index(inner.storage) if hasattr(inner, "storage") else inner
+    if not isinstance(storage, faiss.IndexFlat) or storage.ntotal == 0:
+        return None
+    n, d = int(storage.ntotal), int(storage.d)
+    return faiss.rev_swig_ptr(storage.get_xb(), n * d).reshape(n, d)
+
+
+class StoredVectors:
+    """A version's passage vectors by row, read from its dense segments in place
+    (``DenseIndex.stored_vectors``): ``vectors[rows]`` and ``shape`` as the ``vectors.npy``
+    array they replace."""
+
+    def __init__(
+        self, views: list[np.ndarray], segment: np.ndarray, position: np.ndarray, owner: Any
+    ) -> None:
+        self._views, self._segment, self._position = views, segment, position
+        self._owner = owner  # the FAISS indexes own the memory the views read
+        self.shape = (len(segment), int(views[0].shape[1]))
+        self.dtype = np.dtype(np.float32)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, rows: Any) -> np.ndarray:
+        n = self.shape[0]
+        idx = np.arange(*rows.indices(n)) if isinstance(rows, slice) else np.asarray(rows)
+        idx = np.where(idx < 0, idx + n, idx).astype(np.int64)
+        if idx.ndim == 0:
+            k = int(idx)
+            return self._views[self._segment[k]][self._position[k]]
+        out = np.empty((len(idx), self.shape[1]), np.float32)
+        seg = self._segment[idx]
+        for k, view in enumerate(self._views):
+            hit = seg == k
+            if hit.any():
+                out[hit] = view[self._position[idx[hit]]]
+        return out

@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 
 from kbflow.embed.cache import EmbeddingCache
 from kbflow.index.bm25 import TOKENIZER, DocTokens
+from kbflow.index.columns import read_rows
 from kbflow.index.dense import BASE_KEYS, choose_factory
 from kbflow.settings import IndexSettings
 from kbflow.store.versions import MANIFEST, read_manifest
@@ -140,9 +141,8 @@ def passage_vectors(
         return cache.get(hashes.to_pylist())
     rows = first_rows(live.passages, passages, "text_hash")
     have = rows >= 0
-    stored = np.load(live.dir / "vectors.npy", mmap_mode="r", allow_pickle=False)
     out = np.empty((passages.num_rows, cache.dim), dtype=np.float32)
-    out[have] = stored[rows[have]]
+    read_rows(live.dir / "vectors.npy", rows[have], out, np.flatnonzero(have))
     miss = np.nonzero(~have)[0]
     if len(miss):
         out[miss] = cache.get(hashes.take(pa.array(miss)).to_pylist())

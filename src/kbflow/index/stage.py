@@ -22,6 +22,7 @@ from kbflow.embed.sglang import query_embed_settings
 from kbflow.index.adapter import Fitted, fit_adapter
 from kbflow.index.build import build_version, new_version_id
 from kbflow.index.calibrate import calibrate_index, calibration_key
+from kbflow.index.columns import StringColumn
 from kbflow.index.incremental import Live, Plan, passage_vectors, plan_reuse
 from kbflow.results import Built, Embedded, Pulled
 from kbflow.runner import MARKER, run_stage
@@ -51,10 +52,11 @@ def stage_adapter(
 
     gold = sample_golden(calibration_queries(golden), settings.gate.max_golden_queries)
     return fit_adapter(
-        passages.column("text").to_pylist(),
-        passages.column("entry_id").to_pylist(),
-        passages.column("kind").to_pylist(),
-        passages.column("passage_id").to_pylist(),
+        # read lazily: most runs decide on the size alone that no adapter is trained
+        StringColumn(passages.column("text")),
+        StringColumn(passages.column("entry_id")),
+        StringColumn(passages.column("kind")),
+        StringColumn(passages.column("passage_id")),
         vectors,
         info,
         settings.adapter,
@@ -98,7 +100,10 @@ def index_stage(
     settings: Settings,
 ) -> Built:
     def run(folder: Path) -> Built:
-        passages = read_table(home.stage_dir(run_id, "chunk") / "passages.parquet", PASSAGE)
+        source = home.stage_dir(run_id, "chunk") / "passages.parquet"
+        # every column but what hits show (half the table at 100k entries): the version's
+        # passages file is a copy of this one
+        passages = read_table(source, PASSAGE, [c for c in PASSAGE.names if c != "display"])
         info = embedded["model"]
         cache = EmbeddingCache(home.embeddings, info["model_key"], info["dim"])
         name = current_version(home.indexes)
@@ -150,6 +155,7 @@ def index_stage(
                 settings.index,
                 fitted.folder,
                 plan,
+                passages_file=source,
             )
             n_passages = passages.num_rows
             del passages, vectors, fitted  # calibration reloads the version from disk

@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from kbflow.errors import IndexError_
 from kbflow.index.bm25 import EMPTY_TOKEN, Bm25Index, DocTokens, tokenize
 from kbflow.index.build import HUB
-from kbflow.index.dense import DenseIndex
+from kbflow.index.columns import StringColumn, interned, read_columns
+from kbflow.index.dense import DenseIndex, StoredVectors
 from kbflow.index.incremental import DENSE_ONLY_KINDS
 from kbflow.store.versions import MANIFEST, embedding_info
 
@@ -65,24 +65,33 @@ class LoadedVersion:
         #: ``manifest["embedding"]`` with its adapter's folder resolved: what the version's
         #: query encoder is built from (``kbflow.embed.adapter.make_version_embedder``).
         self.embedding: dict[str, Any] = embedding_info(self.manifest, folder)
-        t = pq.read_table(folder / "passages.parquet")
-        self.passage_ids: list[str] = t.column("passage_id").to_pylist()
-        self.entry_of_row: list[str] = t.column("entry_id").to_pylist()
-        self.titles: list[str] = t.column("title").to_pylist()
-        self.display: list[str] = t.column("display").to_pylist()
-        self.kinds: list[str] = t.column("kind").to_pylist()
-        self.texts: list[str] = t.column("text").to_pylist()
-        faiss_ids = np.asarray(t.column("faiss_id").to_pylist(), dtype=np.int64)
+        t = read_columns(
+            folder / "passages.parquet",
+            ("passage_id", "faiss_id", "entry_id", "kind", "title", "text"),
+            dictionary=("title",),
+        )
+        self.passage_ids = StringColumn(t.column("passage_id"))
+        self.titles = StringColumn(t.column("title"))
+        self.texts = StringColumn(t.column("text"))
+        kinds, kind_of_row = interned(t.column("kind"))
+        self.kinds: list[str] = [kinds[k] for k in kind_of_row.tolist()]
+        #: entries in the order of their first passage, and each passage's entry position
+        self.entry_ids, self.row_entry = interned(t.column("entry_id"))
+        self.entry_of_row = StringColumn.of_codes(self.entry_ids, self.row_entry)
+        faiss_ids = t.column("faiss_id").to_numpy().astype(np.int64)
+        del t
+        self._display: StringColumn | None = None  # read on first use (``display``)
         self._id_order = np.argsort(faiss_ids)
         self._sorted_ids = faiss_ids[self._id_order]
-        self.vectors = np.load(folder / "vectors.npy", mmap_mode="r", allow_pickle=False)
         self.dense = DenseIndex.read(folder)
+        #: passage vectors by row: read in place from the dense segments where they keep them
+        #: (Flat, HNSW), else ``vectors.npy`` mapped
+        self.vectors: StoredVectors | np.ndarray = self.dense.stored_vectors(faiss_ids) or np.load(
+            folder / "vectors.npy", mmap_mode="r", allow_pickle=False
+        )
         self.dense.set_ef_search(128)
         self.bm25 = Bm25Index.load(folder / "bm25")
         tokenize("预热")  # load jieba's dictionary now, not inside the first query
-        self.entry_ids: list[str] = list(dict.fromkeys(self.entry_of_row))
-        pos = {e: i for i, e in enumerate(self.entry_ids)}
-        self.row_entry = np.asarray([pos[e] for e in self.entry_of_row], dtype=np.int64)
         order = np.argsort(self.row_entry, kind="stable")
         bounds = np.searchsorted(self.row_entry[order], np.arange(len(self.entry_ids) + 1))
         self.entry_rows = [order[bounds[i] : bounds[i + 1]] for i in range(len(self.entry_ids))]
@@ -107,6 +116,15 @@ class LoadedVersion:
             raise IndexError_(f"{folder / HUB} does not match the version's passages")
         self.dense_lo: float = float(scale.get("lo", 0.0))
         self.dense_span: float = float(scale.get("hi", 1.0)) - self.dense_lo
+
+    @property
+    def display(self) -> StringColumn:
+        """What a hit shows for each passage (its entry's answer), read on first use: the gate
+        and calibration rank without it. Read as a dictionary: an entry's passages share it."""
+        if self._display is None:
+            t = read_columns(self.folder / "passages.parquet", ("display",), ("display",))
+            self._display = StringColumn(t.column("display"))
+        return self._display
 
     def token_set(self, row: int) -> frozenset[str]:
         """Tokens of a passage, computed once per version (held-out checks ask repeatedly):

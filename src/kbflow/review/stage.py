@@ -13,6 +13,7 @@ from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from kbflow.contracts import (
     CLEAN_ENTRY,
@@ -31,6 +32,7 @@ from kbflow.embed.cache import EmbeddingCache, embed_missing
 from kbflow.embed.factory import open_embedder
 from kbflow.errors import ConfigError
 from kbflow.index.bm25 import cjk_share
+from kbflow.index.columns import read_rows
 from kbflow.results import Reviewed
 from kbflow.review.contradictions import _merge_pairs, find_contradictions
 from kbflow.review.incremental import (
@@ -101,27 +103,34 @@ def title_vectors(
 
 
 def _version_vectors(
-    passages: pa.Table, vectors: np.ndarray, titles: np.ndarray, entry_ids: list[str]
+    passages: pa.Table, vectors: np.ndarray | Path, titles: np.ndarray, entry_ids: list[str]
 ) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
-    """Title + similar-question vectors per entry (title first), their owners, refs, texts."""
+    """Title + similar-question vectors per entry (title first), their owners, refs, texts.
+    ``vectors``: the passages' (row-aligned), or the version's ``vectors.npy`` to read the
+    question rows from (block reads: at 100k entries they are spread over all of its 774 MB,
+    which mapped would stay in the process's RSS)."""
     index_of = {e: i for i, e in enumerate(entry_ids)}
-    kinds = passages.column("kind").to_pylist()
-    q_rows = [i for i, k in enumerate(kinds) if k == "question"]
-    q_entries = passages.column("entry_id").take(pa.array(q_rows, pa.int64())).to_pylist()
-    q_owner = np.fromiter((index_of[e] for e in q_entries), np.int64, len(q_rows))
-    q_vecs = np.asarray(vectors[np.asarray(q_rows, dtype=np.int64)], dtype=np.float32)
-    all_vecs = np.concatenate(
-        [np.asarray(titles, dtype=np.float32), q_vecs.reshape(-1, titles.shape[1])]
+    is_question = pc.equal(passages.column("kind"), "question")
+    q_rows = np.flatnonzero(is_question.to_numpy(zero_copy_only=False))
+    questions = passages.filter(is_question)
+    q_owner = np.fromiter(
+        (index_of[e] for e in questions.column("entry_id").to_pylist()), np.int64, len(q_rows)
     )
-    owner = np.concatenate([np.arange(len(entry_ids), dtype=np.int64), q_owner])
-    q_ids = passages.column("passage_id").take(pa.array(q_rows, pa.int64())).to_pylist()
-    q_text = passages.column("text").take(pa.array(q_rows, pa.int64())).to_pylist()
-    first_title = passages.column("title").to_pylist()
+    n = len(entry_ids)
+    all_vecs = np.empty((n + len(q_rows), titles.shape[1]), dtype=np.float32)
+    all_vecs[:n] = titles
+    if isinstance(vectors, Path):
+        read_rows(vectors, q_rows, all_vecs, np.arange(n, n + len(q_rows)))
+    else:
+        all_vecs[n:] = vectors[q_rows]
+    owner = np.concatenate([np.arange(n, dtype=np.int64), q_owner])
     title_of: dict[str, str] = {}
-    for e, t in zip(passages.column("entry_id").to_pylist(), first_title, strict=True):
+    for e, t in zip(
+        passages.column("entry_id").to_pylist(), passages.column("title").to_pylist(), strict=True
+    ):
         title_of.setdefault(e, t or "")
-    refs = [f"{e}:title" for e in entry_ids] + q_ids
-    texts = [title_of[e] for e in entry_ids] + q_text
+    refs = [f"{e}:title" for e in entry_ids] + questions.column("passage_id").to_pylist()
+    texts = [title_of[e] for e in entry_ids] + questions.column("text").to_pylist()
     return all_vecs, owner, refs, texts
 
 
@@ -153,6 +162,7 @@ def review_version(
     version, run_id = manifest["version"], manifest.get("run_id")
     model = manifest["embedding"]
     passages = read_table(vdir / "passages.parquet", PASSAGE, columns=_REVIEW_COLUMNS)
+    vectors: np.ndarray | Path
     if (model.get("adapter") or {}).get("kind") == "finetune":
         # A fine-tuned adapter pushes different entries apart, duplicates included: the review
         # compares entries in the plain model's space (its vectors are in the cache).
@@ -160,7 +170,7 @@ def review_version(
             passages.column("text_hash").to_pylist()
         )
     else:
-        vectors = np.load(vdir / "vectors.npy", mmap_mode="r", allow_pickle=False)
+        vectors = vdir / "vectors.npy"
     entry_ids = list(dict.fromkeys(passages.column("entry_id").to_pylist()))
     entry_col = entries.column("entry_id").to_pylist()
     info = {

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import scipy.sparse as sp
 
@@ -19,7 +20,7 @@ from kbflow.chunk.passages import chunk_entries
 from kbflow.contracts import CLEAN_ENTRY, table_from_rows
 from kbflow.index.bm25 import tokenize
 from kbflow.index.build import build_version
-from kbflow.index.dense import BASE_KEYS, DELTA, TOMBSTONES
+from kbflow.index.dense import BASE_KEYS, DELTA, TOMBSTONES, StoredVectors
 from kbflow.index.incremental import Live, Plan, plan_reuse
 from kbflow.index.version import LoadedVersion
 from kbflow.settings import Settings
@@ -254,3 +255,37 @@ def test_what_forces_a_full_rebuild(kb: dict[str, Any], change: dict[str, Any], 
         change.get("adapter", False),
     )
     assert plan.dense is None and why in plan.report["reason"]
+
+
+def test_a_loaded_version_reads_its_vectors_from_its_segments_as_vectors_npy_holds_them(
+    kb: dict[str, Any],
+) -> None:
+    """The base's HNSW storage and the delta's Flat storage are read in place instead of
+    mapping vectors.npy beside them: the same floats, row by row, with tombstoned base vectors
+    never read (the delta holds the changed passages' new vectors)."""
+    for v in (kb["incr"], kb["full"], kb["first"]):
+        assert isinstance(v.vectors, StoredVectors)
+        on_disk = np.load(v.folder / "vectors.npy")
+        rows = np.random.default_rng(6).permutation(len(on_disk))
+        assert v.vectors.shape == on_disk.shape
+        assert np.array_equal(v.vectors[rows], on_disk[rows])
+        assert np.array_equal(v.vectors[-1], on_disk[-1])
+        assert np.array_equal(v.vectors[10:20], on_disk[10:20])
+    assert kb["incr"].dense.delta is not None and len(kb["incr"].dense.tombstones)
+
+
+def test_a_loaded_version_holds_its_passage_columns_as_the_file_does(kb: dict[str, Any]) -> None:
+    v = kb["incr"]
+    table = pq.read_table(v.folder / "passages.parquet")
+    for name, col in (
+        ("passage_id", v.passage_ids),
+        ("entry_id", v.entry_of_row),
+        ("title", v.titles),
+        ("text", v.texts),
+        ("display", v.display),
+        ("kind", v.kinds),
+    ):
+        values = table.column(name).to_pylist()
+        assert list(col) == values, name
+        assert [col[i] for i in (0, 7, len(values) - 1)] == [values[i] for i in (0, 7, -1)]
+    assert v.entry_ids == list(dict.fromkeys(table.column("entry_id").to_pylist()))
