@@ -11,8 +11,11 @@ vectors.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import logging
+import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -47,7 +50,38 @@ def run_stage(home: DataHome, run_id: str, stage: str, fn: Callable[[Path], S]) 
         atomic_write_text(marker, json.dumps(summary, ensure_ascii=False, default=str))
     except (OSError, duckdb.IOException) as exc:
         raise storage_error(f"{stage} stage", home.root, exc) from exc
+    finally:
+        release_memory()
     return cast(S, summary)
+
+
+def release_memory() -> None:
+    """Hand what a finished stage freed back to the system. The stages of a nightly run share
+    one process, and the allocators keep freed memory for reuse: at 100k entries validate,
+    clean and chunk left ~1 GB resident that the index stage, which allocates large arrays
+    (fresh pages), did not reuse, and the run's peak was that much higher (1,370 -> 500 MB
+    after chunk, ~10 ms a call). Returns Arrow's free pages and trims the C heap (glibc
+    ``malloc_trim``; nothing elsewhere). No ``gc.collect()``: 0.2 s a call, for nothing freed."""
+    pa.default_memory_pool().release_unused()
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+_TRIM: list[Any] = []
+
+
+def _malloc_trim() -> Any:
+    """glibc's ``malloc_trim``, or None (another libc, another system)."""
+    if not _TRIM:
+        found = None
+        if sys.platform.startswith("linux"):
+            try:
+                found = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+            except (OSError, AttributeError):
+                found = None
+        _TRIM.append(found)
+    return _TRIM[0]
 
 
 def read_marker(home: DataHome, run_id: str, stage: str) -> dict[str, Any] | None:

@@ -22,6 +22,7 @@ from kbflow.contracts import DENSE_BASE_KEY, PASSAGE, write_table
 from kbflow.embed.adapter import ADAPTER_DIR
 from kbflow.errors import IndexError_
 from kbflow.index.bm25 import TOKENIZER, Bm25Index
+from kbflow.index.columns import take_rows
 from kbflow.index.dense import (
     BASE_KEYS,
     DELTA,
@@ -79,13 +80,15 @@ def build_version(
     adapter: Path | None = None,
     plan: Plan | None = None,
     passages_file: Path | None = None,
+    vectors_file: Path | None = None,
 ) -> Path:
     """Write a complete version folder and return its path.
 
     ``passages`` (PASSAGE schema, or some of its columns with ``passages_file``) and
     ``vectors`` are row-aligned. ``passages_file``: the stage file ``passages`` was read from,
     copied into the version as it is (checked against the contract) instead of writing the
-    table again. ``manifest`` gets the
+    table again. ``vectors_file``: the ``.npy`` file ``vectors`` is mapped from, linked into the
+    version instead of saving the array again (which would read all of it). ``manifest`` gets the
     index facts added and is written last. ``adapter``: a staged adapter folder
     (``kbflow.index.adapter``) copied into the version as ``adapter/``. ``plan``: what to reuse
     from the live version (``kbflow.index.incremental.plan_reuse``); None builds everything.
@@ -108,6 +111,10 @@ def build_version(
             write_table(passages, work / "passages.parquet", PASSAGE)
         else:
             _copy_passages(passages_file, work / "passages.parquet", n)
+        if vectors_file is None:
+            np.save(work / "vectors.npy", np.asarray(vectors, dtype=np.float32), allow_pickle=False)
+        else:
+            _share(vectors_file, work / "vectors.npy")
         return _build(
             indexes_dir, work, final, version, passages, vectors, manifest, settings, plan or Plan()
         )
@@ -162,7 +169,8 @@ def _dense_side(
     delta_rows = np.nonzero(~reuse.in_base)[0]
     delta = None
     if len(delta_rows):
-        delta = build_dense(vectors[delta_rows], faiss_ids[delta_rows], "Flat", "cpu")
+        delta_vectors = take_rows(vectors, delta_rows)
+        delta = build_dense(delta_vectors, faiss_ids[delta_rows], "Flat", "cpu")
         _write_faiss(delta, work / DELTA)
     if len(reuse.tombstones):
         np.save(work / TOMBSTONES, reuse.tombstones, allow_pickle=False)
@@ -174,7 +182,7 @@ def _dense_side(
         dense = DenseIndex(
             load_faiss().read_index(str(work / "dense.faiss")), delta, reuse.tombstones
         )
-        hub[delta_rows] = hub_scores(vectors[delta_rows], dense, settings.hub_neighbors)
+        hub[delta_rows] = hub_scores(delta_vectors, dense, settings.hub_neighbors)
     return hub
 
 
@@ -191,8 +199,8 @@ def _build(
 ) -> Path:
     n = passages.num_rows
     factory = choose_factory(n, settings)
-    vectors = np.asarray(vectors, dtype=np.float32)  # no copy when already float32
-    np.save(work / "vectors.npy", vectors, allow_pickle=False)
+    if not isinstance(vectors, np.memmap):  # a mapped file stays one (read by rows)
+        vectors = np.asarray(vectors, dtype=np.float32)  # no copy when already float32
     hub_weight = model_hub_weight(str(manifest.get("embedding", {}).get("model", "")), settings)
     hub = _dense_side(work, passages, vectors, settings, factory, hub_weight, plan)
     if hub is not None:

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from kbflow.errors import ConfigError
+from kbflow.index.columns import take_rows
 from kbflow.settings import IndexSettings
 
 log = logging.getLogger(__name__)
@@ -130,7 +131,7 @@ def dense_scale(
     b = rng.integers(0, n, NORM_PAIRS)
     keep = a != b
     a, b = a[keep], b[keep]
-    cos = np.einsum("ij,ij->i", np.asarray(vectors[a]), np.asarray(vectors[b]))
+    cos = np.einsum("ij,ij->i", take_rows(vectors, a), take_rows(vectors, b))
     h = hub if hub is not None and hub_weight else np.zeros(n, dtype=np.float32)
     lo = float(np.median(cos - hub_weight * h[b]))
     hi = float(1.0 - hub_weight * np.median(h))

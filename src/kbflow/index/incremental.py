@@ -22,6 +22,7 @@ Calibration is reused when the version is incremental, moved less than
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ import pyarrow.parquet as pq
 
 from kbflow.embed.cache import EmbeddingCache
 from kbflow.index.bm25 import TOKENIZER, DocTokens
-from kbflow.index.columns import read_rows
+from kbflow.index.columns import StringColumn, read_rows
 from kbflow.index.dense import BASE_KEYS, choose_factory
 from kbflow.settings import IndexSettings
 from kbflow.store.versions import MANIFEST, read_manifest
@@ -93,14 +94,11 @@ class Plan:
     report: dict[str, Any] = field(default_factory=dict)
 
 
-def keyword_texts(passages: pa.Table) -> list[str]:
-    """The text each passage row contributes to BM25 (row-aligned; dense-only kinds empty)."""
-    return [
-        "" if kind in DENSE_ONLY_KINDS else text
-        for kind, text in zip(
-            passages.column("kind").to_pylist(), passages.column("text").to_pylist(), strict=True
-        )
-    ]
+def keyword_texts(passages: pa.Table) -> StringColumn:
+    """The text each passage row contributes to BM25 (row-aligned; dense-only kinds empty), as
+    an Arrow column: tokenising reads only the rows it has no saved tokens for."""
+    keep = pa.array(keyword_mask(passages.column("kind")))
+    return StringColumn(pc.if_else(keep, passages.column("text"), ""))
 
 
 def keyword_mask(kinds: pa.ChunkedArray | pa.Array) -> np.ndarray:
@@ -129,24 +127,48 @@ def token_rows(live: pa.Table, passages: pa.Table) -> np.ndarray:
     return np.where(keyword_mask(passages.column("kind")), got, -1)
 
 
-def passage_vectors(
-    cache: EmbeddingCache, passages: pa.Table, live: Live | None, model_key: str
+_BLOCK_ROWS = 65_536
+
+
+def write_passage_vectors(
+    cache: EmbeddingCache, passages: pa.Table, live: Live | None, model_key: str, path: Path
 ) -> np.ndarray:
-    """The passages' vectors, row-aligned: those whose text the live version holds are read
-    from its ``vectors.npy`` (when they are the same model's, no adapter), the rest from the
-    embedding cache (which has them all; reading half a million from its shards took 5 s at
-    100k entries)."""
-    hashes = passages.column("text_hash")
-    if live is None or not live.same_vectors(model_key):
-        return cache.get(hashes.to_pylist())
-    rows = first_rows(live.passages, passages, "text_hash")
-    have = rows >= 0
-    out = np.empty((passages.num_rows, cache.dim), dtype=np.float32)
-    read_rows(live.dir / "vectors.npy", rows[have], out, np.flatnonzero(have))
-    miss = np.nonzero(~have)[0]
-    if len(miss):
-        out[miss] = cache.get(hashes.take(pa.array(miss)).to_pylist())
-    return out
+    """Write the passages' vectors, row-aligned, to the ``.npy`` file ``path`` and return it
+    mapped read-only. Those whose text the live version holds are read from its ``vectors.npy``
+    (when they are the same model's, no adapter), the rest from the embedding cache (which has
+    them all; reading half a million from its shards took 5 s at 100k entries). Written a block
+    of rows at a time, so a version built incrementally never holds all of them in memory (774
+    MB at 100k entries): it reads its delta's rows and a sample, and links the file."""
+    n, dim = passages.num_rows, cache.dim
+    rows = np.full(n, -1, dtype=np.int64)
+    if live is not None and live.same_vectors(model_key):
+        rows = first_rows(live.passages, passages, "text_hash")
+    miss = np.flatnonzero(rows < 0)
+    fetched = (
+        cache.get(passages.column("text_hash").take(pa.array(miss)).to_pylist())
+        if len(miss)
+        else np.zeros((0, dim), np.float32)
+    )
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as fh:
+        np.lib.format.write_array_header_1_0(
+            fh, {"descr": "<f4", "fortran_order": False, "shape": (n, dim)}
+        )
+        for lo in range(0, n, _BLOCK_ROWS):
+            hi = min(n, lo + _BLOCK_ROWS)
+            block = np.empty((hi - lo, dim), dtype=np.float32)
+            have = np.flatnonzero(rows[lo:hi] >= 0)
+            if len(have):
+                assert live is not None
+                read_rows(live.dir / "vectors.npy", rows[lo:hi][have], block, have)
+            a, b = np.searchsorted(miss, [lo, hi])
+            block[miss[a:b] - lo] = fetched[a:b]
+            block.tofile(fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    del fetched
+    return np.load(path, mmap_mode="r", allow_pickle=False)
 
 
 def plan_reuse(

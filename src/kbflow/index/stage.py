@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from kbflow import __version__
 from kbflow.contracts import (
@@ -23,7 +24,7 @@ from kbflow.index.adapter import Fitted, fit_adapter
 from kbflow.index.build import build_version, new_version_id
 from kbflow.index.calibrate import calibrate_index, calibration_key
 from kbflow.index.columns import StringColumn
-from kbflow.index.incremental import Live, Plan, passage_vectors, plan_reuse
+from kbflow.index.incremental import Live, Plan, plan_reuse, write_passage_vectors
 from kbflow.results import Built, Embedded, Pulled
 from kbflow.runner import MARKER, run_stage
 from kbflow.settings import Settings, settings_fingerprint
@@ -108,10 +109,13 @@ def index_stage(
         cache = EmbeddingCache(home.embeddings, info["model_key"], info["dim"])
         name = current_version(home.indexes)
         live = Live.load(version_dir(home.indexes, name) if name else None)
-        vectors = passage_vectors(cache, passages, live, info["model_key"])
+        # written to the stage folder and mapped: an incremental build reads few of its rows
+        vectors_file: Path | None = folder / "vectors.npy"
+        assert vectors_file is not None
+        vectors = write_passage_vectors(cache, passages, live, info["model_key"], vectors_file)
         chunk_summary = json.loads((home.stage_dir(run_id, "chunk") / MARKER).read_text())
         version = new_version_id(run_id)
-        entries = len(set(passages.column("entry_id").to_pylist()))
+        entries = pc.count_distinct(passages.column("entry_id")).as_py()
         manifest = {
             "run_id": run_id,
             "run_date": run_date.isoformat(),
@@ -136,6 +140,7 @@ def index_stage(
             fitted = stage_adapter(folder, passages, vectors, info, cal_settings, golden)
             if fitted.vectors is not None:
                 vectors = fitted.vectors
+                vectors_file = None
             manifest["adapter"] = adapter_report = fitted.report
             if fitted.embedding:
                 manifest["embedding"] = {**info, "adapter": fitted.embedding}
@@ -156,9 +161,11 @@ def index_stage(
                 fitted.folder,
                 plan,
                 passages_file=source,
+                vectors_file=vectors_file,
             )
             n_passages = passages.num_rows
             del passages, vectors, fitted  # calibration reloads the version from disk
+            (folder / "vectors.npy").unlink()  # the version holds it (linked) when it is its own
             cal = reused_calibration(plan, live, settings, golden) or calibrate_index(
                 vdir, cal_settings, golden
             )

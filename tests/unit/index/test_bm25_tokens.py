@@ -9,6 +9,7 @@ from pathlib import Path
 
 import bm25s
 import numpy as np
+import pytest
 
 from kbflow.index.bm25 import EMPTY_TOKEN, Bm25Index, DocTokens, tokenize
 
@@ -54,7 +55,13 @@ def test_scores_are_bm25s_scores() -> None:
         assert np.allclose(mine.scores(toks), want, atol=1e-5, rtol=1e-6), q
 
 
-def test_tokens_reused_from_a_saved_version_score_like_a_fresh_build(tmp_path: Path) -> None:
+@pytest.mark.parametrize("copy_rows", [32_768, 7])  # one block; many, cutting reused runs
+def test_tokens_reused_from_a_saved_version_score_like_a_fresh_build(
+    tmp_path: Path, copy_rows: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import kbflow.index.bm25 as bm25_module
+
+    monkeypatch.setattr(bm25_module, "_COPY_ROWS", copy_rows)
     texts = sample_texts()
     first = Bm25Index.build(texts, 1.5, 1.0)
     first.save(tmp_path)

@@ -18,7 +18,7 @@ from kbflow.errors import IndexError_
 from kbflow.index import bm25 as bm25_module
 from kbflow.index.bm25 import DocTokens, score_matrix
 from kbflow.index.build import build_version
-from kbflow.index.columns import StringColumn, interned, read_columns, read_rows
+from kbflow.index.columns import StringColumn, interned, read_columns, read_rows, take_rows
 from kbflow.settings import Settings
 
 from ..helpers import EN_KB
@@ -106,3 +106,13 @@ def test_the_version_copies_the_passages_file_it_was_given_and_refuses_another(
             passages_file=tmp_path / "passages.parquet",
         )  # fmt: skip
     assert not (tmp_path / "indexes" / "v2").exists()
+
+
+def test_take_rows_reads_a_mapped_file_by_rows_and_an_array_by_indexing(tmp_path: Path) -> None:
+    a = np.random.default_rng(4).standard_normal((5_000, 16)).astype(np.float32)
+    np.save(tmp_path / "v.npy", a)
+    mapped = np.load(tmp_path / "v.npy", mmap_mode="r")
+    rows = np.random.default_rng(5).integers(0, 5_000, 700)
+    assert np.array_equal(take_rows(mapped, rows), a[rows])
+    assert np.array_equal(take_rows(a, rows), a[rows])
+    assert take_rows(mapped, np.zeros(0, np.int64)).shape == (0, 16)
