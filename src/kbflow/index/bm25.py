@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from kbflow.index.columns import NpyRows
+
 log = logging.getLogger(__name__)
 
 
@@ -227,16 +229,51 @@ class DocTokens:
     @classmethod
     def load(cls, folder: Path) -> DocTokens | None:
         """A version's saved tokens, or None for a version built before they were saved."""
-        if not all((folder / f).is_file() for f in (DOC_TOKENS, DOC_COUNTS, DOC_OFFSETS)):
+        if not has_saved_tokens(folder):
             return None
-        vocab_dict = json.loads((folder / "vocab.index.json").read_text(encoding="utf-8"))
-        names = [""] * len(vocab_dict)
-        for t, i in vocab_dict.items():
-            names[i] = t
         return cls(
-            names,
+            saved_vocab(folder),
             np.load(folder / DOC_TOKENS, allow_pickle=False),
             np.load(folder / DOC_COUNTS, allow_pickle=False),
+            np.load(folder / DOC_OFFSETS, allow_pickle=False),
+        )
+
+
+def has_saved_tokens(folder: Path) -> bool:
+    return all((folder / f).is_file() for f in (DOC_TOKENS, DOC_COUNTS, DOC_OFFSETS))
+
+
+def saved_vocab(folder: Path) -> list[str]:
+    """The tokens of a saved BM25 index, by id."""
+    vocab_dict = json.loads((folder / "vocab.index.json").read_text(encoding="utf-8"))
+    names = [""] * len(vocab_dict)
+    for t, i in vocab_dict.items():
+        names[i] = t
+    return names
+
+
+@dataclass
+class SavedTokens:
+    """A version's saved tokens (``DocTokens``' files) for a reader of a few passages: ``ids``
+    and ``counts`` are read a slice at a time (``NpyRows``), only ``offsets`` and the vocabulary
+    are loaded (the whole arrays are 265 MB at 100k entries)."""
+
+    vocab: list[str]
+    ids: NpyRows
+    counts: NpyRows
+    offsets: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @classmethod
+    def open(cls, folder: Path) -> SavedTokens | None:
+        if not has_saved_tokens(folder):
+            return None
+        return cls(
+            saved_vocab(folder),
+            NpyRows(folder / DOC_TOKENS),
+            NpyRows(folder / DOC_COUNTS),
             np.load(folder / DOC_OFFSETS, allow_pickle=False),
         )
 

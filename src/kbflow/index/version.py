@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from kbflow.errors import IndexError_
-from kbflow.index.bm25 import EMPTY_TOKEN, Bm25Index, DocTokens, tokenize
+from kbflow.index.bm25 import EMPTY_TOKEN, Bm25Index, SavedTokens, tokenize
 from kbflow.index.build import HUB
 from kbflow.index.columns import StringColumn, interned, read_columns
 from kbflow.index.dense import DenseIndex, StoredVectors
@@ -100,7 +100,7 @@ class LoadedVersion:
         self.bm25_scale: float = float(cal.get("bm25_scale", 1.0)) or 1.0
         self.threshold: float = float(cal.get("handoff_threshold", 0.0))
         self._token_sets: dict[int, frozenset[str]] = {}
-        self._doc: DocTokens | None = None  # the saved BM25 tokens, loaded on first use
+        self._doc: SavedTokens | None = None  # the saved BM25 tokens, opened on first use
         self._doc_loaded = False
         self._compact: dict[int, str] = {}
         index_settings = self.manifest.get("settings", {}).get("index", {})
@@ -140,9 +140,9 @@ class LoadedVersion:
             self._token_sets[row] = got
         return got
 
-    def _doc_tokens(self) -> DocTokens | None:
+    def _doc_tokens(self) -> SavedTokens | None:
         if not self._doc_loaded:
-            doc = DocTokens.load(self.folder / "bm25")
+            doc = SavedTokens.open(self.folder / "bm25")
             self._doc = doc if doc is not None and len(doc) == self.n_passages else None
             self._doc_loaded = True
         return self._doc
