@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import overload
+from typing import Any, BinaryIO, overload
 
 import numpy as np
 import pyarrow as pa
@@ -115,17 +115,24 @@ def interned(values: pa.ChunkedArray) -> tuple[list[str], np.ndarray]:
 _ROWS_PER_READ = 32_768
 
 
+def _npy_header(fh: BinaryIO, path: Path) -> tuple[tuple[int, ...], bool, np.dtype[Any]]:
+    """(shape, fortran order, dtype) of the ``.npy`` file open as ``fh``, left at its data;
+    an array of Python objects is refused (never unpickled, as ``np.load(allow_pickle=False)``)."""
+    fmt = np.lib.format
+    version = fmt.read_magic(fh)
+    header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+    shape, fortran, dtype = header(fh)
+    if dtype.hasobject:
+        raise ValueError(f"{path} holds Python objects (allow_pickle is off), not numbers")
+    return shape, fortran, dtype
+
+
 def read_rows(path: Path, rows: np.ndarray, out: np.ndarray, dest: np.ndarray) -> None:
     """``out[dest[i]] = file[rows[i]]`` for a 2-D ``.npy`` file, read block by block with plain
     file reads: a memory-mapped file's touched pages count in the process's RSS (the live
     version's 774 MB at 100k entries, on top of the new version's vectors)."""
     with open(path, "rb") as fh:
-        fmt = np.lib.format
-        version = fmt.read_magic(fh)
-        header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
-        shape, fortran, dtype = header(fh)
-        if dtype.hasobject:  # never unpickle: np.load(allow_pickle=False) refuses it too
-            raise ValueError(f"{path} holds Python objects (allow_pickle is off): not vectors")
+        shape, fortran, dtype = _npy_header(fh, path)
         if fortran or len(shape) != 2 or shape[1] != out.shape[1]:
             raise ValueError(f"{path} is not a C-ordered 2-D array of {out.shape[1]} columns")
         if not len(rows):
@@ -161,13 +168,10 @@ class NpyRows:
 
     def __init__(self, path: Path) -> None:
         with open(path, "rb") as fh:
-            fmt = np.lib.format
-            version = fmt.read_magic(fh)
-            header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
-            shape, fortran, dtype = header(fh)
+            shape, _, dtype = _npy_header(fh, path)
             self._start = fh.tell()
-        if dtype.hasobject or len(shape) != 1:
-            raise ValueError(f"{path} is not a 1-D array of numbers (allow_pickle is off)")
+        if len(shape) != 1:
+            raise ValueError(f"{path} is not a 1-D array")
         self.path, self.dtype, self._n = path, dtype, int(shape[0])
 
     def __len__(self) -> int:

@@ -110,9 +110,9 @@ def index_stage(
         name = current_version(home.indexes)
         live = Live.load(version_dir(home.indexes, name) if name else None)
         # written to the stage folder and mapped: an incremental build reads few of its rows
-        vectors_file: Path | None = folder / "vectors.npy"
-        assert vectors_file is not None
-        vectors = write_passage_vectors(cache, passages, live, info["model_key"], vectors_file)
+        vectors_path = folder / "vectors.npy"
+        vectors = write_passage_vectors(cache, passages, live, info["model_key"], vectors_path)
+        vectors_file: Path | None = vectors_path  # None once an adapter maps the vectors
         chunk_summary = json.loads((home.stage_dir(run_id, "chunk") / MARKER).read_text())
         version = new_version_id(run_id)
         entries = pc.count_distinct(passages.column("entry_id")).as_py()
@@ -165,7 +165,7 @@ def index_stage(
             )
             n_passages = passages.num_rows
             del passages, vectors, fitted  # calibration reloads the version from disk
-            (folder / "vectors.npy").unlink()  # the version holds it (linked) when it is its own
+            vectors_path.unlink()  # the version holds it (linked) when it is its own
             cal = reused_calibration(plan, live, settings, golden) or calibrate_index(
                 vdir, cal_settings, golden
             )
